@@ -1,0 +1,15 @@
+//! tortie's command-line commands: calicoctl-compatible resource commands
+//! (`create`, `apply`, `replace`, `delete`, `get`, `patch`, `label`,
+//! `validate`, `version`) and `selector`. Argument structs live next to the
+//! commands; the `tortie` binary composes and dispatches them.
+
+pub mod columns;
+pub mod config;
+pub mod get;
+pub mod input;
+pub mod kinds;
+pub mod output;
+pub mod patch;
+pub mod selector;
+pub mod version;
+pub mod write;

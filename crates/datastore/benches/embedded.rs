@@ -1,0 +1,164 @@
+//! Embedded backend benchmarks: compare-and-swap updates per second (one
+//! writer; same key and distinct keys), listing 10,000 realistic resources,
+//! and the latency from a write to its watch event (same instance, and
+//! another instance on the same file, which is the cross-process path).
+//!
+//! Files go to a scratch directory under /dev/shm (no fsync cost) unless
+//! `TORTIE_BENCH_DIR` names another base directory, e.g. a disk-backed one
+//! to measure the price of `synchronous=FULL`. Scratch files are removed
+//! when each benchmark ends.
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use tempfile::TempDir;
+use tokio::runtime::Runtime;
+use tortie_datastore::Datastore;
+use tortie_datastore::embedded::{EmbeddedDatastore, EmbeddedOptions};
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime for the benchmarks")
+}
+
+fn scratch() -> TempDir {
+    let base = std::env::var_os("TORTIE_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/dev/shm"));
+    tempfile::Builder::new()
+        .prefix("tortie-datastore-bench-")
+        .tempdir_in(base)
+        .expect("a scratch directory for benchmark files")
+}
+
+fn open(rt: &Runtime, path: &Path) -> EmbeddedDatastore {
+    rt.block_on(EmbeddedDatastore::open(path, EmbeddedOptions::default()))
+        .expect("opening the benchmark datastore")
+}
+
+/// A WorkloadEndpoint-like JSON value of about 600 bytes.
+fn resource(i: usize) -> Vec<u8> {
+    format!(
+        r#"{{"apiVersion":"projectcalico.org/v3","kind":"WorkloadEndpoint","metadata":{{"name":"node--1-k8s-pod{i:05}-eth0","namespace":"default","uid":"3f0c9a52-5b1e-4c8e-9d7a-{i:012}","creationTimestamp":"2024-05-01T10:00:00Z","labels":{{"app":"web","projectcalico.org/namespace":"default","projectcalico.org/orchestrator":"k8s","projectcalico.org/serviceaccount":"default"}}}},"spec":{{"orchestrator":"k8s","node":"node-1","containerID":"a1b2c3d4e5f6{i:08}","pod":"pod{i:05}","endpoint":"eth0","serviceAccountName":"default","ipNetworks":["10.65.{}.{}/32"],"profiles":["kns.default","ksa.default.default"],"interfaceName":"cali{i:011}","mac":"ee:ee:ee:ee:ee:ee"}}}}"#,
+        i / 256,
+        i % 256
+    )
+    .into_bytes()
+}
+
+fn cas_updates(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = scratch();
+    let store = open(&rt, &dir.path().join("cas.db"));
+    let value = resource(1);
+    let mut group = c.benchmark_group("cas_update");
+    group.throughput(Throughput::Elements(1));
+
+    let mut revision = rt
+        .block_on(store.create("/bench/same", value.clone()))
+        .expect("creating the key");
+    group.bench_function("same_key", |b| {
+        b.iter(|| {
+            revision = rt
+                .block_on(store.update("/bench/same", value.clone(), revision))
+                .expect("a single writer never conflicts");
+        })
+    });
+
+    let keys: Vec<String> = (0..1_000)
+        .map(|i| format!("/bench/distinct/{i:04}"))
+        .collect();
+    let mut revisions: Vec<i64> = keys
+        .iter()
+        .map(|key| {
+            rt.block_on(store.create(key, value.clone()))
+                .expect("creating the keys")
+        })
+        .collect();
+    let mut next = 0;
+    group.bench_function("distinct_keys", |b| {
+        b.iter(|| {
+            let index = next % keys.len();
+            next += 1;
+            revisions[index] = rt
+                .block_on(store.update(&keys[index], value.clone(), revisions[index]))
+                .expect("a single writer never conflicts");
+        })
+    });
+    group.finish();
+}
+
+fn list_10k(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = scratch();
+    let store = open(&rt, &dir.path().join("list.db"));
+    let prefix = "/calico/resources/v3/projectcalico.org/workloadendpoints/default/";
+    for i in 0..10_000 {
+        rt.block_on(store.create(&format!("{prefix}node--1-k8s-pod{i:05}-eth0"), resource(i)))
+            .expect("populating");
+    }
+    // Neighbouring keys the list must skip.
+    for i in 0..1_000 {
+        rt.block_on(store.create(
+            &format!("/calico/resources/v3/projectcalico.org/networkpolicies/default/p{i}"),
+            resource(i),
+        ))
+        .expect("populating");
+    }
+    let mut group = c.benchmark_group("list");
+    group.throughput(Throughput::Elements(10_000));
+    group.bench_function("10k_resources_600B", |b| {
+        b.iter(|| {
+            let list = rt.block_on(store.list(prefix)).expect("listing");
+            assert_eq!(list.items.len(), 10_000);
+            black_box(list)
+        })
+    });
+    group.finish();
+}
+
+fn watch_latency(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = scratch();
+    let path = dir.path().join("watch.db");
+    let watcher = open(&rt, &path);
+    let other_writer = open(&rt, &path);
+    let mut group = c.benchmark_group("write_to_watch_event");
+    for (name, writer) in [
+        ("same_instance", &watcher),
+        ("other_instance", &other_writer),
+    ] {
+        let start = rt.block_on(watcher.revision()).expect("revision") + 1;
+        let mut watch = rt
+            .block_on(watcher.watch("/lat/", start))
+            .expect("starting the watch");
+        let value = resource(7);
+        group.bench_function(name, |b| {
+            b.iter_custom(|iterations| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iterations {
+                    let started = Instant::now();
+                    rt.block_on(async {
+                        writer.put("/lat/k", value.clone()).await.expect("writing");
+                        watch
+                            .next()
+                            .await
+                            .expect("the watch is open")
+                            .expect("no watch error")
+                    });
+                    total += started.elapsed();
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, cas_updates, list_10k, watch_latency);
+criterion_main!(benches);

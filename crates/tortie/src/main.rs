@@ -1,0 +1,97 @@
+//! The one tortie binary: argument parsing and dispatch only.
+//!
+//! Each command's arguments and behaviour live in the crate that owns it
+//! (`tortie-ctl` for the CLI); this file composes them into one command
+//! line. Errors are printed once, as one message, with exit status 1.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tortie_ctl::config::GlobalArgs;
+use tortie_ctl::get::GetArgs;
+use tortie_ctl::patch::{LabelArgs, PatchArgs};
+use tortie_ctl::selector::SelectorCommand;
+use tortie_ctl::version::VersionArgs;
+use tortie_ctl::write::{CreateArgs, DeleteArgs, Verb, WriteArgs};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tortie",
+    version,
+    about = "Container, VM and host networking with network policy"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create resources from a file; fails for resources that exist
+    Create(CreateArgs),
+    /// Create or update resources from a file
+    Apply(WriteArgs),
+    /// Update existing resources from a file
+    Replace(WriteArgs),
+    /// Delete resources by file or by kind and name
+    Delete(DeleteArgs),
+    /// Show resources
+    Get(GetArgs),
+    /// Patch one resource
+    Patch(PatchArgs),
+    /// Set or remove a label on one resource
+    Label(LabelArgs),
+    /// Check resources in a file without writing them
+    Validate(WriteArgs),
+    /// Show client and cluster versions
+    Version(VersionArgs),
+    /// Check and evaluate selector expressions
+    #[command(subcommand)]
+    Selector(SelectorCommand),
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let g = &cli.global;
+    match &cli.command {
+        Command::Create(a) => {
+            tortie_ctl::write::run_files(g, Verb::Create, &a.write, a.skip_exists).await
+        }
+        Command::Apply(a) => tortie_ctl::write::run_files(g, Verb::Apply, a, false).await,
+        Command::Replace(a) => tortie_ctl::write::run_files(g, Verb::Replace, a, false).await,
+        Command::Validate(a) => tortie_ctl::write::run_files(g, Verb::Validate, a, false).await,
+        Command::Delete(a) => tortie_ctl::write::run_delete(g, a).await,
+        Command::Get(a) => tortie_ctl::get::run(g, a).await,
+        Command::Patch(a) => tortie_ctl::patch::run_patch(g, a).await,
+        Command::Label(a) => tortie_ctl::patch::run_label(g, a).await,
+        Command::Version(a) => tortie_ctl::version::run(g, a).await,
+        Command::Selector(c) => Ok(tortie_ctl::selector::run(c)),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = cli.global.init_logging() {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

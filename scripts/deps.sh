@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages tortie's build and tests need, if any are
+# missing. Idempotent; run as root. Used by scripts/test.sh, scripts/demo.sh
+# and .ci/run, so the list lives in one place.
+set -euo pipefail
+
+packages=(
+  git pkg-config ca-certificates
+  iproute2        # ip netns / links for the lab and dataplane tests
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=300 update -qq
+  apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "error: cargo (the Rust toolchain) is not installed; install it with rustup (https://rustup.rs) and run again" >&2
+  exit 1
+fi
