@@ -3,6 +3,11 @@
 //! and the latency from a write to its watch event (same instance, and
 //! another instance on the same file, which is the cross-process path).
 //!
+//! Each group also measures a baseline in the same run: the same work done
+//! with raw SQLite statements on an identically configured file (WAL,
+//! `synchronous=FULL`), so the figures read as the cost of revisions, the
+//! event log and the async boundary on top of SQLite itself.
+//!
 //! Files go to a scratch directory under /dev/shm (no fsync cost) unless
 //! `TORTIE_BENCH_DIR` names another base directory, e.g. a disk-backed one
 //! to measure the price of `synchronous=FULL`. Scratch files are removed
@@ -51,6 +56,17 @@ fn resource(i: usize) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A plain SQLite table configured like the embedded backend's file.
+fn raw_sqlite(path: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).expect("opening the baseline file");
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
+         CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v BLOB, rev INTEGER);",
+    )
+    .expect("configuring the baseline file");
+    conn
+}
+
 fn cas_updates(c: &mut Criterion) {
     let rt = runtime();
     let dir = scratch();
@@ -90,6 +106,26 @@ fn cas_updates(c: &mut Criterion) {
                 .expect("a single writer never conflicts");
         })
     });
+    let mut raw = raw_sqlite(&dir.path().join("raw.db"));
+    raw.execute("INSERT INTO t VALUES ('/bench/same', ?1, 1)", [&value])
+        .expect("baseline row");
+    let mut raw_rev: i64 = 1;
+    group.bench_function("baseline_raw_sqlite_cas", |b| {
+        b.iter(|| {
+            let tx = raw
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .expect("begin");
+            let updated = tx
+                .execute(
+                    "UPDATE t SET v = ?1, rev = ?2 + 1 WHERE k = '/bench/same' AND rev = ?2",
+                    rusqlite::params![&value, raw_rev],
+                )
+                .expect("update");
+            tx.commit().expect("commit");
+            assert_eq!(updated, 1, "a single writer never conflicts");
+            raw_rev += 1;
+        })
+    });
     group.finish();
 }
 
@@ -117,6 +153,37 @@ fn list_10k(c: &mut Criterion) {
             let list = rt.block_on(store.list(prefix)).expect("listing");
             assert_eq!(list.items.len(), 10_000);
             black_box(list)
+        })
+    });
+    let mut raw = raw_sqlite(&dir.path().join("raw-list.db"));
+    let tx = raw.transaction().expect("begin");
+    for i in 0..10_000 {
+        tx.execute(
+            "INSERT INTO t VALUES (?1, ?2, ?3)",
+            rusqlite::params![
+                format!("{prefix}node--1-k8s-pod{i:05}-eth0"),
+                resource(i),
+                i as i64
+            ],
+        )
+        .expect("populating the baseline");
+    }
+    tx.commit().expect("commit");
+    let end = format!("{}0", &prefix[..prefix.len() - 1]);
+    group.bench_function("baseline_raw_sqlite_select", |b| {
+        b.iter(|| {
+            let mut stmt = raw
+                .prepare_cached("SELECT k, v, rev FROM t WHERE k >= ?1 AND k < ?2 ORDER BY k")
+                .expect("prepare");
+            let rows: Vec<(String, Vec<u8>, i64)> = stmt
+                .query_map([prefix, end.as_str()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            assert_eq!(rows.len(), 10_000);
+            black_box(rows)
         })
     });
     group.finish();

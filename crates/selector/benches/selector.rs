@@ -79,6 +79,15 @@ fn evaluate(c: &mut Criterion) {
         .collect();
     let mut group = c.benchmark_group("eval_1000_endpoints");
     group.throughput(Throughput::Elements(btree.len() as u64));
+    // Baseline: the equality test written by hand, the least any engine can do.
+    group.bench_function("btreemap/baseline_handwritten_equality", |b| {
+        b.iter(|| {
+            btree
+                .iter()
+                .filter(|l| l.get("app").map(String::as_str) == Some(black_box("web")))
+                .count()
+        })
+    });
     for (name, text) in EVAL_CASES {
         let selector = Selector::parse(text).expect("benchmark selectors are valid");
         group.bench_function(format!("btreemap/{name}"), |b| {
