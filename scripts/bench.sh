@@ -13,10 +13,13 @@ if [ "${1:-}" = "--" ]; then shift; opts=("$@"); fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 echo "==> running benchmarks (a few minutes)"
-if ! cargo bench --locked -p tortie-selector -p tortie-datastore -- "${opts[@]}" >"$log" 2>&1; then
-  cat "$log"
-  exit 1
-fi
+for target in "tortie-selector selector" "tortie-datastore embedded" "tortie-ipam ipam"; do
+  set -- $target
+  if ! cargo bench --locked -p "$1" --bench "$2" -- "${opts[@]}" >>"$log" 2>&1; then
+    cat "$log"
+    exit 1
+  fi
+done
 
 python3 - <<'PY'
 import json, pathlib
@@ -49,6 +52,10 @@ table("Datastore compare-and-swap (per update, us; baseline: raw SQLite CAS, sam
 table("Datastore list of 10,000 x 600 B (ms; baseline: raw SQLite range select)",
       "list", ["baseline_raw_sqlite_select", "10k_resources_600B"],
       "baseline_raw_sqlite_select", per=1e6, unit="ms")
+table("IPAM allocation (us; baseline: one raw get + CAS of a block key)",
+      "ipam_embedded", ["baseline_raw_block_cas", "auto_assign_then_release_by_handle",
+      "auto_assign_then_release_by_address", "core_block_assign_release"],
+      "baseline_raw_block_cas", per=1000, unit="us")
 table("Write to watch event (us; baseline: same process)",
       "write_to_watch_event", ["same_instance", "other_instance"], "same_instance", per=1000, unit="us")
 PY

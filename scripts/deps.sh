@@ -6,7 +6,15 @@ set -euo pipefail
 
 packages=(
   git pkg-config ca-certificates
-  iproute2        # ip netns / links for the lab and dataplane tests
+  iproute2          # ip netns / links for the lab and dataplane tests
+  etcd-server       # the etcd backend's tests run real etcd members
+  etcd-client       # etcdctl, used by tests to inspect and set up etcd
+  protobuf-compiler libprotobuf-dev   # the etcd-client crate's build generates gRPC code
+  openssl           # certificates for the etcd TLS tests
+  containernetworking-plugins   # reference CNI plugins (ptp, host-local, portmap, ...) the CNI tests run
+  podman runc       # the CNI tests run containers with podman's CNI backend
+  busybox-static    # root filesystem and ping/httpd for the CNI tests' containers
+  iptables curl util-linux   # portmap's rules, published-port checks, nsenter
 )
 
 missing=()

@@ -60,7 +60,7 @@ pub fn encode(r: &Resource) -> Vec<u8> {
             auto_allocate_blocks: spec.auto_allocate_blocks.unwrap_or(true),
             max_blocks_per_host: spec.max_blocks_per_host.unwrap_or(0),
             kubevirt_vm_address_persistence: spec.kubevirt_vm_address_persistence.clone(),
-            ip_cooldown_seconds: None,
+            ip_cooldown_seconds: spec.ip_cooldown_seconds.filter(|s| *s > 0),
         };
         return serde_json::to_vec(&record).expect("IPAM config always serialises");
     }
@@ -88,6 +88,7 @@ pub fn decode(kind: Kind, namespace: &str, name: &str, kv: &KeyValue) -> Result<
             auto_allocate_blocks: Some(record.auto_allocate_blocks),
             max_blocks_per_host: Some(record.max_blocks_per_host),
             kubevirt_vm_address_persistence: record.kubevirt_vm_address_persistence,
+            ip_cooldown_seconds: record.ip_cooldown_seconds,
         };
         Resource::new(ObjectMeta::named("default"), spec)
     } else {

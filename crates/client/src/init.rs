@@ -63,3 +63,25 @@ impl Client {
         }
     }
 }
+
+impl Client {
+    /// Locks (`ready = false`) or unlocks the datastore for maintenance:
+    /// `ClusterInformation.spec.datastoreReady`, which CNI ADD/DEL and the
+    /// daemons honour. Initialises the datastore first if needed.
+    pub async fn set_datastore_ready(&self, ready: bool) -> Result<(), ClientError> {
+        self.ensure_initialized().await?;
+        for _ in 0..crate::MAX_RETRIES {
+            let mut info = self.get(Kind::ClusterInformation, "", "default").await?;
+            if let Some(spec) = info.spec_mut::<ClusterInformationSpec>() {
+                spec.datastore_ready = Some(ready);
+            }
+            match self.update_unchecked(info).await {
+                Err(ClientError::OutOfDate { .. }) => continue,
+                other => return other.map(drop),
+            }
+        }
+        Err(ClientError::Conflict {
+            id: crate::calico_id(Kind::ClusterInformation, "", "default"),
+        })
+    }
+}

@@ -29,7 +29,7 @@ pub use init::{CLUSTER_TYPE, TORTIE_VERSION};
 pub const DEFAULT_ALLOW_PROFILE: &str = "projectcalico-default-allow";
 
 /// How many times a read-modify-write retries after losing a race.
-const MAX_RETRIES: usize = 5;
+pub(crate) const MAX_RETRIES: usize = 5;
 
 /// Resources of one kind read at one datastore revision.
 #[derive(Clone, Debug)]

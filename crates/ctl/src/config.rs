@@ -41,6 +41,11 @@ pub struct GlobalArgs {
     /// Act even if the cluster was written by another tortie version
     #[arg(long, global = true)]
     pub allow_version_mismatch: bool,
+
+    /// How long one datastore call may take, retries included, before the
+    /// command fails (etcd; seconds)
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 15.0)]
+    pub timeout: f64,
 }
 
 #[derive(Deserialize)]
@@ -63,19 +68,24 @@ struct ClientConfigSpec {
     #[serde(default)]
     etcd_endpoints: String,
     #[serde(default, rename = "etcdDiscoverySrv")]
-    _etcd_discovery_srv: String,
-    #[serde(default, rename = "etcdUsername")]
-    _etcd_username: String,
-    #[serde(default, rename = "etcdPassword")]
-    _etcd_password: String,
-    #[serde(default, rename = "etcdKeyFile")]
-    _etcd_key_file: String,
-    #[serde(default, rename = "etcdCertFile")]
-    _etcd_cert_file: String,
+    etcd_discovery_srv: String,
+    #[serde(default)]
+    etcd_username: String,
+    #[serde(default)]
+    etcd_password: String,
+    #[serde(default)]
+    etcd_key_file: String,
+    #[serde(default)]
+    etcd_cert_file: String,
     #[serde(default, rename = "etcdCACertFile")]
-    _etcd_ca_cert_file: String,
+    etcd_ca_cert_file: String,
     #[serde(default, rename = "kubeconfig")]
     _kubeconfig: String,
+}
+
+/// `Some(value)` for a non-empty string.
+fn set(s: &str) -> Option<String> {
+    Some(s.to_string()).filter(|s| !s.is_empty())
 }
 
 fn spec_from_config_file(path: &Path) -> Result<DatastoreSpec> {
@@ -95,14 +105,37 @@ fn spec_from_config_file(path: &Path) -> Result<DatastoreSpec> {
             cfg.kind
         );
     }
-    match (
-        cfg.spec.datastore_type.as_str(),
-        cfg.spec.etcd_endpoints.is_empty(),
-    ) {
-        ("etcdv3", _) | ("", false) => Ok(DatastoreSpec::parse(&format!(
-            "etcd:{}",
-            cfg.spec.etcd_endpoints
-        ))?),
+    let spec = &cfg.spec;
+    if !spec.etcd_discovery_srv.is_empty() {
+        bail!(
+            "{}: etcdDiscoverySrv is not supported by tortie; list the members in etcdEndpoints",
+            path.display()
+        );
+    }
+    match (spec.datastore_type.as_str(), spec.etcd_endpoints.is_empty()) {
+        ("etcdv3", _) | ("", false) => {
+            let endpoints = if spec.etcd_endpoints.is_empty() {
+                "http://127.0.0.1:2379"
+            } else {
+                &spec.etcd_endpoints
+            };
+            let DatastoreSpec::Etcd(mut etcd) = DatastoreSpec::parse(&format!("etcd:{endpoints}"))?
+            else {
+                bail!(
+                    "{}: etcdEndpoints {endpoints:?} do not name etcd members",
+                    path.display()
+                );
+            };
+            etcd.ca_file = set(&spec.etcd_ca_cert_file).map(PathBuf::from);
+            etcd.cert_file = set(&spec.etcd_cert_file).map(PathBuf::from);
+            etcd.key_file = set(&spec.etcd_key_file).map(PathBuf::from);
+            etcd.username = set(&spec.etcd_username);
+            etcd.password = set(&spec.etcd_password);
+            if let Err(e) = etcd.validate() {
+                bail!("{}: {e}", path.display());
+            }
+            Ok(DatastoreSpec::Etcd(etcd))
+        }
         ("kubernetes", _) | ("", true) => bail!(
             "{}: the kubernetes datastore is not supported by tortie; set datastoreType: etcdv3 with etcdEndpoints, or use --datastore embedded:PATH",
             path.display()
@@ -115,10 +148,29 @@ fn spec_from_config_file(path: &Path) -> Result<DatastoreSpec> {
 }
 
 impl GlobalArgs {
-    /// Which datastore the options and environment name.
+    /// Which datastore the options and environment name, with `--timeout`
+    /// applied.
     pub fn datastore_spec(&self) -> Result<DatastoreSpec> {
+        let mut spec = self.located_spec()?;
+        if let DatastoreSpec::Etcd(etcd) = &mut spec {
+            if !(self.timeout.is_finite() && self.timeout > 0.0 && self.timeout <= 3600.0) {
+                bail!(
+                    "--timeout {}: must be between 0 and 3600 seconds",
+                    self.timeout
+                );
+            }
+            let overall = std::time::Duration::from_secs_f64(self.timeout);
+            etcd.timeouts.overall = overall;
+            etcd.timeouts.request = etcd.timeouts.request.min(overall);
+            etcd.timeouts.dial = etcd.timeouts.dial.min(overall);
+        }
+        Ok(spec)
+    }
+
+    fn located_spec(&self) -> Result<DatastoreSpec> {
         if let Some(flag) = &self.datastore {
-            return Ok(DatastoreSpec::parse(flag)?);
+            // TLS files and credentials still come from Calico's variables.
+            return Ok(DatastoreSpec::resolve(Some(flag))?);
         }
         if std::env::var_os("TORTIE_DATASTORE").is_some() {
             return Ok(DatastoreSpec::resolve(None)?);

@@ -189,10 +189,14 @@ async fn write_one(
         Verb::Replace => client.replace(r).await.map(drop),
         Verb::Delete => {
             let rv = Some(r.metadata.resource_version.as_str()).filter(|v| !v.is_empty());
-            client
-                .delete(r.kind(), &r.metadata.namespace, &r.metadata.name, rv)
-                .await
-                .map(drop)
+            delete_one(
+                client,
+                r.kind(),
+                &r.metadata.namespace,
+                &r.metadata.name,
+                rv,
+            )
+            .await
         }
         Verb::Validate => Ok(()),
     };
@@ -200,6 +204,31 @@ async fn write_one(
         Err(ClientError::AlreadyExists { .. }) if skip && verb == Verb::Create => Ok(()),
         Err(ClientError::NotFound { .. }) if skip && verb == Verb::Delete => Ok(()),
         other => other,
+    }
+}
+
+/// Deletes one resource. IP pools go through IPAM, which disables the pool
+/// and releases its block affinities first (ipam.md §1.1).
+async fn delete_one(
+    client: &Client,
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+    rv: Option<&str>,
+) -> Result<(), ClientError> {
+    if kind != Kind::IPPool || rv.is_some() {
+        return client.delete(kind, namespace, name, rv).await.map(drop);
+    }
+    match tortie_ipam::Ipam::new(client.clone())
+        .delete_pool(name)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(tortie_ipam::IpamError::Client(e)) => Err(e),
+        Err(e) => Err(ClientError::Rejected {
+            id: tortie_model::resource_id(kind, namespace, name),
+            reason: e.to_string(),
+        }),
     }
 }
 
@@ -258,9 +287,9 @@ pub async fn run_delete(global: &GlobalArgs, args: &DeleteArgs) -> Result<ExitCo
     let client = global.writing_client().await?;
     let mut outcome = Outcome::new(Verb::Delete);
     for name in &args.names {
-        let result = match client.delete(kind, &namespace, name, None).await {
+        let result = match delete_one(&client, kind, &namespace, name, None).await {
             Err(ClientError::NotFound { .. }) if args.skip_not_exists => Ok(()),
-            other => other.map(drop),
+            other => other,
         };
         outcome.record(kind, result.map_err(|e| e.to_string()));
     }

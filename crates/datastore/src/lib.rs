@@ -13,6 +13,8 @@
 //! - [`Datastore`]: the backend-agnostic trait, with the semantics every
 //!   backend must honour (checked by `tests/conformance`).
 //! - [`embedded`]: one SQLite file in WAL mode shared by many processes.
+//! - [`etcd`]: an etcd v3 cluster, with bounded, retried calls and watches
+//!   that survive member restarts.
 //! - [`sync`]: the "list, then watch, with an in-sync marker" syncer that
 //!   daemons consume (spec/datastore.md section 4).
 //! - [`DatastoreSpec`] and [`connect`]: choosing and opening a backend.
@@ -22,15 +24,19 @@
 
 pub mod embedded;
 mod error;
+pub mod etcd;
 mod keys;
 mod spec;
+mod status;
 pub mod sync;
 mod watch;
 
 use std::sync::Arc;
 
 pub use error::DatastoreError;
+pub use etcd::{EtcdConfig, EtcdTimeouts};
 pub use spec::{DEFAULT_EMBEDDED_PATH, DatastoreSpec};
+pub use status::{BackendKind, BackendStatus, MemberStatus};
 pub use watch::{WATCH_CHANNEL_CAPACITY, Watch};
 
 /// A store revision: the value of the global write counter. Revisions start
@@ -88,6 +94,19 @@ pub struct WatchEvent {
 ///
 /// Keys must be non-empty (`InvalidRequest` otherwise). Writes are atomic
 /// and linearisable: each successful one gets the next revision.
+///
+/// Networked backends (etcd) bound every call in time and retry where it is
+/// safe; a store that cannot be reached is `Unavailable` within the
+/// configured deadline. When a write attempt fails without an answer (a
+/// member died mid-request), the backend finds out from the key and its
+/// history whether the write was applied before retrying, so a write is
+/// neither lost nor applied twice. It recognises its own write by the
+/// bytes written: a caller that must tell its write from an identical one
+/// by another client writes unique bytes (resources carry a fresh uid and
+/// timestamps). Two answers stay approximate: an unconditional `delete`
+/// whose answer was lost reports `NotFound` if the key is gone (whoever
+/// removed it), and when the history needed has been compacted the current
+/// value decides.
 #[async_trait::async_trait]
 pub trait Datastore: Send + Sync + 'static {
     /// The key's current value, or `None` if absent.
@@ -140,6 +159,10 @@ pub trait Datastore: Send + Sync + 'static {
     /// past it; `InvalidRequest` if `revision` is in the future.
     async fn compact(&self, revision: Revision) -> Result<(), DatastoreError>;
 
+    /// The backend's report on itself: kind, server version, revisions and
+    /// (etcd) each member's health. Fails only when nothing answers.
+    async fn status(&self) -> Result<BackendStatus, DatastoreError>;
+
     /// Where this store lives, in `DatastoreSpec` form, for logs and status.
     fn describe(&self) -> String;
 }
@@ -153,10 +176,9 @@ pub async fn connect(spec: &DatastoreSpec) -> Result<Arc<dyn Datastore>, Datasto
                     .await?;
             Ok(Arc::new(store))
         }
-        DatastoreSpec::Etcd { .. } => Err(DatastoreError::Unsupported(
-            "the etcd backend is not built yet (coming in a later release); \
-             use --datastore embedded:PATH"
-                .to_owned(),
-        )),
+        DatastoreSpec::Etcd(config) => {
+            let store = etcd::EtcdDatastore::connect(config.clone()).await?;
+            Ok(Arc::new(store))
+        }
     }
 }

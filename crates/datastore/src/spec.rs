@@ -7,18 +7,26 @@
 //! `DATASTORE_TYPE`; endpoints from `CALICO_ETCD_ENDPOINTS` over
 //! `ETCD_ENDPOINTS`), then the default `embedded:/var/lib/tortie/datastore.db`.
 //!
+//! etcd's TLS files and credentials come from Calico's variables whichever
+//! form named the endpoints: `ETCD_CA_CERT_FILE`, `ETCD_CERT_FILE`,
+//! `ETCD_KEY_FILE`, `ETCD_USERNAME`, `ETCD_PASSWORD`, each overridden by its
+//! `CALICO_`-prefixed twin. [`DatastoreSpec::parse`] alone reads no
+//! environment.
+//!
 //! Hard cases: Calico users arrive with Calico's environment. As in Calico,
 //! the datastore type defaults to `etcdv3` when only endpoints are set, and
 //! `etcdv3` without endpoints means `http://127.0.0.1:2379`. `kubernetes` is
 //! refused with a message saying what to use instead. Empty variables count
 //! as unset (as in Calico). The environment is injected so tests never
-//! mutate the process environment.
+//! mutate the process environment. `Display` prints the parseable form
+//! only, so it never shows the password.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::DatastoreError;
+use crate::etcd::EtcdConfig;
 
 /// Where the embedded datastore lives unless told otherwise.
 pub const DEFAULT_EMBEDDED_PATH: &str = "/var/lib/tortie/datastore.db";
@@ -30,11 +38,15 @@ const ACCEPTED_FORMS: &str = "expected embedded:PATH or etcd:URL[,URL...]";
 
 /// A datastore location, as given to `--datastore`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a spec is built once per process; boxing would only complicate construction"
+)]
 pub enum DatastoreSpec {
     /// One SQLite file shared by every process on the host.
     Embedded { path: PathBuf },
-    /// An etcd v3 cluster (TLS and auth settings will join the endpoints).
-    Etcd { endpoints: Vec<String> },
+    /// An etcd v3 cluster: endpoints, TLS files, credentials, timeouts.
+    Etcd(EtcdConfig),
 }
 
 impl Default for DatastoreSpec {
@@ -63,7 +75,7 @@ impl DatastoreSpec {
         }
         if let Some(list) = text.strip_prefix("etcd:") {
             let endpoints = parse_endpoints(list).map_err(|why| invalid(&why))?;
-            return Ok(DatastoreSpec::Etcd { endpoints });
+            return Ok(DatastoreSpec::Etcd(EtcdConfig::new(endpoints)));
         }
         Err(invalid("unknown form"))
     }
@@ -82,6 +94,17 @@ impl DatastoreSpec {
         flag: Option<&str>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<DatastoreSpec, DatastoreError> {
+        match Self::resolve_location(flag, &env)? {
+            DatastoreSpec::Etcd(config) => Ok(DatastoreSpec::Etcd(etcd_settings(config, &env)?)),
+            embedded => Ok(embedded),
+        }
+    }
+
+    /// Which backend and where, without etcd's TLS and credentials.
+    fn resolve_location(
+        flag: Option<&str>,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<DatastoreSpec, DatastoreError> {
         if let Some(flag) = flag {
             return DatastoreSpec::parse(flag);
         }
@@ -97,11 +120,11 @@ impl DatastoreSpec {
         let endpoints = var("CALICO_ETCD_ENDPOINTS").or_else(|| var("ETCD_ENDPOINTS"));
         let etcd = |endpoints: Option<(&str, String)>| match endpoints {
             Some((name, list)) => parse_endpoints(&list)
-                .map(|endpoints| DatastoreSpec::Etcd { endpoints })
+                .map(|endpoints| DatastoreSpec::Etcd(EtcdConfig::new(endpoints)))
                 .map_err(|why| DatastoreError::InvalidConfig(format!("{name}={list:?}: {why}"))),
-            None => Ok(DatastoreSpec::Etcd {
-                endpoints: vec![CALICO_DEFAULT_ETCD_ENDPOINT.to_owned()],
-            }),
+            None => Ok(DatastoreSpec::Etcd(EtcdConfig::new([
+                CALICO_DEFAULT_ETCD_ENDPOINT,
+            ]))),
         };
         match datastore_type {
             Some((_, kind)) if kind.trim().eq_ignore_ascii_case("etcdv3") => etcd(endpoints),
@@ -119,6 +142,26 @@ impl DatastoreSpec {
             None => Ok(DatastoreSpec::default()),
         }
     }
+}
+
+/// Fills etcd's TLS files and credentials from Calico's variables (the
+/// `CALICO_` form wins) and checks the combination.
+fn etcd_settings(
+    mut config: EtcdConfig,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<EtcdConfig, DatastoreError> {
+    let var = |name: &str| {
+        env(&format!("CALICO_{name}"))
+            .filter(|value| !value.trim().is_empty())
+            .or_else(|| env(name).filter(|value| !value.trim().is_empty()))
+    };
+    config.ca_file = var("ETCD_CA_CERT_FILE").map(PathBuf::from);
+    config.cert_file = var("ETCD_CERT_FILE").map(PathBuf::from);
+    config.key_file = var("ETCD_KEY_FILE").map(PathBuf::from);
+    config.username = var("ETCD_USERNAME");
+    config.password = var("ETCD_PASSWORD");
+    config.validate().map_err(DatastoreError::InvalidConfig)?;
+    Ok(config)
 }
 
 fn in_variable(name: &str, err: DatastoreError) -> DatastoreError {
@@ -165,7 +208,7 @@ impl fmt::Display for DatastoreSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DatastoreSpec::Embedded { path } => write!(f, "embedded:{}", path.display()),
-            DatastoreSpec::Etcd { endpoints } => write!(f, "etcd:{}", endpoints.join(",")),
+            DatastoreSpec::Etcd(config) => write!(f, "etcd:{}", config.endpoints.join(",")),
         }
     }
 }
@@ -187,9 +230,7 @@ mod tests {
     }
 
     fn etcd(endpoints: &[&str]) -> DatastoreSpec {
-        DatastoreSpec::Etcd {
-            endpoints: endpoints.iter().map(|e| (*e).to_owned()).collect(),
-        }
+        DatastoreSpec::Etcd(EtcdConfig::new(endpoints.iter().copied()))
     }
 
     fn embedded(path: &str) -> DatastoreSpec {
@@ -332,13 +373,87 @@ mod tests {
         assert!(message.contains("\"a:2379\""), "{message}");
     }
 
+    fn etcd_config(spec: Result<DatastoreSpec, DatastoreError>) -> EtcdConfig {
+        match spec {
+            Ok(DatastoreSpec::Etcd(config)) => config,
+            other => panic!("expected an etcd spec, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn etcd_tls_and_credentials_come_from_calico_variables() {
+        let vars = [
+            ("ETCD_ENDPOINTS", "https://a:2379,https://b:2379"),
+            ("ETCD_CA_CERT_FILE", "/etc/ca.pem"),
+            ("ETCD_CERT_FILE", "/etc/plain-cert.pem"),
+            ("CALICO_ETCD_CERT_FILE", "/etc/calico-cert.pem"),
+            ("ETCD_KEY_FILE", "/etc/key.pem"),
+            ("ETCD_USERNAME", "felix"),
+            ("CALICO_ETCD_PASSWORD", "pw-from-calico"),
+            ("ETCD_PASSWORD", "pw-plain"),
+        ];
+        let config = etcd_config(resolve(None, &vars));
+        assert_eq!(config.endpoints, ["https://a:2379", "https://b:2379"]);
+        assert_eq!(config.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(
+            config.cert_file,
+            Some(PathBuf::from("/etc/calico-cert.pem"))
+        );
+        assert_eq!(config.key_file, Some(PathBuf::from("/etc/key.pem")));
+        assert_eq!(config.username.as_deref(), Some("felix"));
+        assert_eq!(config.password.as_deref(), Some("pw-from-calico"));
+
+        // The flag and TORTIE_DATASTORE forms take the same settings.
+        for flag in [Some("etcd:https://flag:2379"), None] {
+            let mut with_tortie = vars.to_vec();
+            with_tortie.push(("TORTIE_DATASTORE", "etcd:https://tortie:2379"));
+            let config = etcd_config(resolve(flag, &with_tortie));
+            assert_eq!(config.username.as_deref(), Some("felix"));
+            assert_eq!(
+                config.cert_file,
+                Some(PathBuf::from("/etc/calico-cert.pem"))
+            );
+        }
+        // ...and an embedded spec ignores them.
+        assert_eq!(
+            resolve(Some("embedded:/x.db"), &vars).ok(),
+            Some(embedded("/x.db"))
+        );
+    }
+
+    #[test]
+    fn etcd_settings_are_checked_and_the_password_never_shown() {
+        let err = resolve(Some("etcd:https://a:2379"), &[("ETCD_CERT_FILE", "/c.pem")])
+            .expect_err("a certificate without its key");
+        assert!(err.to_string().contains("ETCD_KEY_FILE"), "{err}");
+        let err = resolve(
+            Some("etcd:http://a:2379"),
+            &[("ETCD_CA_CERT_FILE", "/ca.pem")],
+        )
+        .expect_err("TLS files with http://");
+        assert!(err.to_string().contains("https://"), "{err}");
+
+        let spec = resolve(
+            Some("etcd:http://a:2379"),
+            &[
+                ("ETCD_USERNAME", "root"),
+                ("ETCD_PASSWORD", "hunter2-secret"),
+            ],
+        )
+        .expect("valid");
+        for shown in [spec.to_string(), format!("{spec:?}")] {
+            assert!(!shown.contains("hunter2-secret"), "{shown}");
+        }
+        assert_eq!(spec.to_string(), "etcd:http://a:2379");
+    }
+
     fn spec_strategy() -> impl Strategy<Value = DatastoreSpec> {
         prop_oneof![
             "/[a-z0-9_./ -]{1,30}".prop_map(|path| DatastoreSpec::Embedded {
                 path: PathBuf::from(path)
             }),
             proptest::collection::vec("https?://[a-z0-9.-]{1,12}(:[0-9]{1,5})?", 1..4)
-                .prop_map(|endpoints| DatastoreSpec::Etcd { endpoints }),
+                .prop_map(|endpoints| DatastoreSpec::Etcd(EtcdConfig::new(endpoints))),
         ]
     }
 

@@ -73,21 +73,25 @@ async fn describe_and_connect_use_the_spec_form() -> Result<()> {
 }
 
 #[tokio::test]
-async fn etcd_is_not_built_yet() {
-    let spec = DatastoreSpec::Etcd {
-        endpoints: vec!["http://127.0.0.1:2379".to_owned()],
-    };
-    let err = tortie_datastore::connect(&spec)
-        .await
-        .err()
-        .map(|err| err.to_string());
-    assert_eq!(
-        err.as_deref(),
-        Some(
-            "the etcd backend is not built yet (coming in a later release); \
-             use --datastore embedded:PATH"
-        )
+async fn status_reports_sqlite_and_revisions() -> Result<()> {
+    let (_dir, target) = embedded_target()?;
+    let store = target.connect().await?;
+    for i in 0..5 {
+        store.put("/status/k", vec![i]).await?;
+    }
+    store.compact(4).await?;
+    let status = store.status().await?;
+    assert_eq!(status.kind, tortie_datastore::BackendKind::Embedded);
+    assert_eq!(status.location, target.spec.to_string());
+    assert_eq!((status.revision, status.compacted_revision), (6, Some(4)));
+    ensure!(
+        status.server_version.starts_with("SQLite 3.")
+            && status.server_version.ends_with(", schema 1"),
+        "{}",
+        status.server_version
     );
+    ensure!(status.members.is_empty());
+    Ok(())
 }
 
 #[tokio::test]

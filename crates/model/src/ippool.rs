@@ -291,6 +291,9 @@ pub struct IPAMConfigurationSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub kubevirt_vm_address_persistence: Option<String>,
+    /// Seconds a released address waits before it can be handed out again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_cooldown_seconds: Option<i64>,
 }
 
 impl SpecRules for IPAMConfigurationSpec {
@@ -320,6 +323,9 @@ impl SpecRules for IPAMConfigurationSpec {
                 "spec.autoAllocateBlocks",
                 "cannot be false while strictAffinity is false",
             );
+        }
+        if let Some(secs) = self.ip_cooldown_seconds {
+            c.range("spec.ipCooldownSeconds", secs, 0, 1200);
         }
         if let Some(p) = &self.kubevirt_vm_address_persistence {
             c.one_of(

@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tortie_ctl::config::GlobalArgs;
+use tortie_ctl::datastore_cmd::DatastoreCommand;
 use tortie_ctl::get::GetArgs;
+use tortie_ctl::ipam_cmd::IpamCommand;
 use tortie_ctl::patch::{LabelArgs, PatchArgs};
 use tortie_ctl::selector::SelectorCommand;
 use tortie_ctl::version::VersionArgs;
@@ -51,6 +53,12 @@ enum Command {
     /// Check and evaluate selector expressions
     #[command(subcommand)]
     Selector(SelectorCommand),
+    /// IP address management: show, check, release, configure
+    #[command(subcommand)]
+    Ipam(IpamCommand),
+    /// Migrate between datastores, or check one
+    #[command(subcommand)]
+    Datastore(DatastoreCommand),
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -68,11 +76,33 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Label(a) => tortie_ctl::patch::run_label(g, a).await,
         Command::Version(a) => tortie_ctl::version::run(g, a).await,
         Command::Selector(c) => Ok(tortie_ctl::selector::run(c)),
+        Command::Ipam(c) => tortie_ctl::ipam_cmd::run(g, c).await,
+        Command::Datastore(c) => tortie_ctl::datastore_cmd::run(g, c).await,
     }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Run as `tortie-cni`/`calico` or `tortie-ipam`/`calico-ipam` (links to
+    // this binary), it is a CNI plugin: environment and stdin in, JSON out.
+    if let Some(kind) = std::env::args_os()
+        .next()
+        .and_then(|argv0| tortie_cni::plugin_kind_from_argv0(&argv0))
+    {
+        return tortie_cni::run_plugin(kind);
+    }
+    // calicoctl exits 1 on any error, bad arguments included; help and
+    // --version still exit 0.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     if let Err(e) = cli.global.init_logging() {
         eprintln!("{e}");
         return ExitCode::FAILURE;

@@ -1,147 +1,11 @@
 //! The CLI end to end: the real `tortie` binary against a real embedded
 //! datastore file in a temporary directory. Each test has its own file.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod cli_support;
 
-struct Cli {
-    dir: tempfile::TempDir,
-}
+use std::process::Command;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn from(out: Output) -> Run {
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    #[track_caller]
-    fn ok(self) -> Run {
-        assert_eq!(
-            self.code, 0,
-            "stdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    #[track_caller]
-    fn fails(self) -> Run {
-        assert_eq!(
-            self.code, 1,
-            "stdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-}
-
-impl Cli {
-    fn new() -> Cli {
-        Cli {
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
-    }
-
-    fn datastore(&self) -> String {
-        format!("embedded:{}", self.dir.path().join("ds.db").display())
-    }
-
-    fn command(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_tortie"));
-        c.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("TORTIE_DATASTORE", self.datastore());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        Run::from(self.command().args(args).output().expect("tortie runs"))
-    }
-
-    fn run_stdin(&self, args: &[&str], input: &str) -> Run {
-        let mut child = self
-            .command()
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tortie runs");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-        Run::from(child.wait_with_output().expect("tortie exits"))
-    }
-
-    fn file(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.dir.path().join(name);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).expect("mkdir");
-        }
-        std::fs::write(&path, text).expect("write file");
-        path
-    }
-
-    fn apply(&self, text: &str) -> Run {
-        self.run_stdin(&["apply", "-f", "-"], text)
-    }
-
-    /// Every resource of every kind as JSON, to compare whole datastores.
-    fn dump(&self) -> String {
-        let mut all = String::new();
-        for kind in [
-            "ippools",
-            "tiers",
-            "gnp",
-            "np",
-            "bgpconfig",
-            "bgppeers",
-            "bgpfilters",
-            "gnetsets",
-            "heps",
-            "profiles",
-            "felixconfig",
-            "ipreservations",
-            "netsets",
-            "weps",
-            "nodes",
-        ] {
-            let r = self.run(&["get", kind, "-A", "-o", "json"]);
-            let r = if r.code == 0 {
-                r
-            } else {
-                self.run(&["get", kind, "-o", "json"])
-            };
-            all.push_str(&r.stdout);
-        }
-        all
-    }
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../model/tests/fixtures")
-        .join(name)
-}
-
-fn pool(name: &str, cidr: &str) -> String {
-    format!(
-        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: {name}\nspec:\n  cidr: {cidr}\n"
-    )
-}
+use cli_support::{Cli, Run, fixture, pool};
 
 #[test]
 fn spec_examples_apply_and_get_yaml_round_trips_unchanged() {
@@ -717,4 +581,153 @@ fn datastore_selection_and_version() {
         .ok();
     let out = cli.run(&["get", "ippools", "--log-level", "shout"]).fails();
     assert!(out.stderr.contains("invalid log level"), "{}", out.stderr);
+}
+
+#[test]
+fn migrate_between_embedded_files_and_lock() {
+    let cli = Cli::new();
+    cli.run(&[
+        "apply",
+        "-f",
+        fixture("spec-examples.yaml").to_str().unwrap(),
+    ])
+    .ok();
+    let target = format!("embedded:{}", cli.dir.path().join("target.db").display());
+    let out = cli
+        .run(&[
+            "datastore",
+            "migrate",
+            "--from",
+            &cli.datastore(),
+            "--to",
+            &target,
+        ])
+        .ok();
+    assert!(
+        out.stdout.starts_with("Successfully migrated "),
+        "{}",
+        out.stdout
+    );
+    // Every kind reads back the same from the target (resource versions
+    // are the target's own revisions).
+    let strip = |s: String| {
+        s.lines()
+            .filter(|l| !l.contains("resourceVersion"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    for kind in [
+        "ippools",
+        "tiers",
+        "gnp",
+        "bgpconfig",
+        "bgppeers",
+        "bgpfilters",
+        "gnetsets",
+        "heps",
+        "profiles",
+        "felixconfig",
+        "ipreservations",
+        "clusterinfo",
+    ] {
+        let from = cli.run(&["get", kind, "-o", "yaml"]).ok().stdout;
+        let to = cli
+            .run(&["--datastore", &target, "get", kind, "-o", "yaml"])
+            .ok()
+            .stdout;
+        assert_eq!(strip(from), strip(to), "{kind}");
+    }
+    for kind in ["networkpolicies", "weps"] {
+        let from = cli.run(&["get", kind, "-A", "-o", "yaml"]).ok().stdout;
+        let to = cli
+            .run(&["--datastore", &target, "get", kind, "-A", "-o", "yaml"])
+            .ok()
+            .stdout;
+        assert_eq!(strip(from), strip(to), "{kind}");
+    }
+    // A non-empty target is refused unless --force.
+    let out = cli
+        .run(&[
+            "datastore",
+            "migrate",
+            "--from",
+            &cli.datastore(),
+            "--to",
+            &target,
+        ])
+        .fails();
+    assert!(
+        out.stderr.contains("is not empty") && out.stderr.contains("--force"),
+        "{}",
+        out.stderr
+    );
+    cli.run(&[
+        "datastore",
+        "migrate",
+        "--from",
+        &cli.datastore(),
+        "--to",
+        &target,
+        "--force",
+    ])
+    .ok();
+    let out = cli
+        .run(&["datastore", "migrate", "--from", &cli.datastore()])
+        .fails();
+    assert!(out.stderr.contains("--to"), "{}", out.stderr);
+
+    let check = cli.run(&["datastore", "check"]).ok().stdout;
+    assert!(check.contains("Backend:     embedded"), "{check}");
+    assert!(
+        check.contains("IPPool ") && check.contains("GlobalNetworkPolicy "),
+        "{check}"
+    );
+
+    cli.run(&["datastore", "migrate", "lock"]).ok();
+    let info = cli.run(&["get", "clusterinfo", "-o", "wide"]).ok().stdout;
+    assert!(info.contains("false"), "{info}");
+    cli.run(&["datastore", "migrate", "unlock"]).ok();
+    let info = cli.run(&["get", "clusterinfo", "-o", "wide"]).ok().stdout;
+    assert!(info.contains("true"), "{info}");
+}
+
+#[test]
+fn ipam_commands() {
+    let cli = Cli::new();
+    cli.apply(&pool("p", "10.77.0.0/16")).ok();
+    let show = cli.run(&["ipam", "show"]).ok().stdout;
+    assert!(
+        show.contains("| GROUPING |") && show.contains("| IP Pool  | 10.77.0.0/16 |"),
+        "{show}"
+    );
+    let out = cli
+        .run(&["ipam", "configure", "--strictaffinity=true"])
+        .ok();
+    assert_eq!(out.stdout, "Successfully set StrictAffinity to: true\n");
+    let cfg = cli
+        .run(&["ipam", "show", "--show-configuration"])
+        .ok()
+        .stdout;
+    assert!(
+        cfg.contains("| StrictAffinity ") && cfg.contains("| true "),
+        "{cfg}"
+    );
+    let check = cli.run(&["ipam", "check"]).ok().stdout;
+    assert!(
+        check.ends_with("Check complete; found 0 problems.\n"),
+        "{check}"
+    );
+    let out = cli.run(&["ipam", "release", "--ip", "10.77.0.9"]).fails();
+    assert!(
+        out.stderr.contains("IP address 10.77.0.9 is not assigned"),
+        "{}",
+        out.stderr
+    );
+    let out = cli.run(&["ipam", "show", "--ip", "10.77.0.9"]).ok();
+    assert_eq!(out.stdout.trim(), "10.77.0.9 is not assigned");
+    // Bad flags exit 1, as every error does.
+    cli.run(&["ipam", "bogus"]).fails();
+    // Deleting a pool goes through IPAM and leaves no block affinity behind.
+    cli.run(&["delete", "ippool", "p"]).ok();
+    cli.run(&["get", "ippool", "p"]).fails();
 }

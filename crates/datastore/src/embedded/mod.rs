@@ -37,7 +37,8 @@ use tokio::sync::mpsc;
 
 use crate::keys::{KeyRange, validate_key};
 use crate::{
-    Datastore, DatastoreError, KeyValue, ListResult, Revision, WATCH_CHANNEL_CAPACITY, Watch,
+    BackendKind, BackendStatus, Datastore, DatastoreError, KeyValue, ListResult, Revision,
+    WATCH_CHANNEL_CAPACITY, Watch,
 };
 use feed::RevisionFeed;
 use ops::Precondition;
@@ -341,6 +342,26 @@ impl Datastore for EmbeddedDatastore {
             shared.with_writer(|conn| ops::compact(conn, revision))
         })
         .await
+    }
+
+    async fn status(&self) -> Result<BackendStatus, DatastoreError> {
+        let (meta, schema) = self
+            .read(|conn| {
+                let tx = conn.transaction()?;
+                let meta = ops::meta(&tx)?;
+                let schema: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+                tx.commit()?;
+                Ok((meta, schema))
+            })
+            .await?;
+        Ok(BackendStatus {
+            kind: BackendKind::Embedded,
+            location: self.describe(),
+            server_version: format!("SQLite {}, schema {schema}", rusqlite::version()),
+            revision: meta.revision,
+            compacted_revision: Some(meta.compacted),
+            members: Vec::new(),
+        })
     }
 
     fn describe(&self) -> String {

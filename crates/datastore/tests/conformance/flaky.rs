@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tortie_datastore::{
-    Datastore, DatastoreError, KeyValue, ListResult, Revision, WATCH_CHANNEL_CAPACITY, Watch,
+    BackendStatus, Datastore, DatastoreError, KeyValue, ListResult, Revision,
+    WATCH_CHANNEL_CAPACITY, Watch,
 };
 
 pub struct Flaky {
@@ -132,6 +133,11 @@ impl Datastore for Flaky {
     async fn compact(&self, revision: Revision) -> Result<(), DatastoreError> {
         self.check()?;
         self.inner.compact(revision).await
+    }
+
+    async fn status(&self) -> Result<BackendStatus, DatastoreError> {
+        self.check()?;
+        self.inner.status().await
     }
 
     fn describe(&self) -> String {
