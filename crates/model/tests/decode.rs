@@ -23,7 +23,11 @@ fn decode_err(text: &str) -> Vec<String> {
 
 #[test]
 fn every_spec_example_applies_and_round_trips() {
-    for (fixture, count) in [("spec-examples.yaml", 13), ("policy-examples.yaml", 10)] {
+    for (fixture, count) in [
+        ("spec-examples.yaml", 13),
+        ("policy-examples.yaml", 10),
+        ("more-kinds.yaml", 7),
+    ] {
         let path = format!("{}/tests/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).expect("fixture exists");
         let decoded = decode_documents(&text, fixture).unwrap_or_else(|e| panic!("{e:?}"));
