@@ -15,6 +15,9 @@ packages=(
   podman runc       # the CNI tests run containers with podman's CNI backend
   busybox-static    # root filesystem and ping/httpd for the CNI tests' containers
   iptables curl util-linux   # portmap's rules, published-port checks, nsenter
+  nftables          # `nft`: the nftables reconciler's tests cross-check the kernel's view and benchmark against it
+  iputils-ping      # `tortie lab probe --proto icmp` pings from inside a pod
+  iperf3            # scripts/bench-throughput.sh: pod-to-pod TCP throughput against a bare veth pair
 )
 
 missing=()

@@ -34,12 +34,14 @@ pub mod ipam_plugin;
 pub mod logging;
 pub mod maintenance;
 pub mod netlink;
-pub mod netns;
 pub mod result;
 pub mod source;
 pub mod store;
-pub mod sysctl;
 pub mod version;
+
+// Shared with the node daemon's reconcilers; re-exported so the plugin's
+// modules keep their paths.
+pub use tortie_dataplane::{netns, sysctl};
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};

@@ -95,13 +95,8 @@ pub struct RouteSpec {
     pub protocol: RouteProtocol,
 }
 
-/// `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: &[u8]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
+/// `aa:bb:cc:dd:ee:ff` (shared with the node daemon's reconcilers).
+pub use tortie_dataplane::links::format_mac;
 
 fn link_state(msg: LinkMessage) -> LinkState {
     let mut state = LinkState {
@@ -415,12 +410,6 @@ impl Netlink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn macs_print_in_lowercase_hex() {
-        assert_eq!(format_mac(&[0xee; 6]), "ee:ee:ee:ee:ee:ee");
-        assert_eq!(format_mac(&[0x0a, 0, 1, 2, 3, 0xff]), "0a:00:01:02:03:ff");
-    }
 
     #[test]
     fn route_messages_carry_scope_protocol_and_gateway() {

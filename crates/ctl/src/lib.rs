@@ -7,6 +7,7 @@
 pub mod columns;
 pub mod config;
 pub mod datastore_cmd;
+pub mod explain_cmd;
 pub mod get;
 pub mod input;
 pub mod ipam_cmd;

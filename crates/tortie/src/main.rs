@@ -53,6 +53,15 @@ enum Command {
     /// Check and evaluate selector expressions
     #[command(subcommand)]
     Selector(SelectorCommand),
+    /// The node daemon and its status
+    #[command(subcommand)]
+    Node(tortie_node::NodeCommand),
+    /// Clusters of network namespaces on this host, for trying tortie and for tests
+    #[command(subcommand)]
+    Lab(tortie_lab::LabCommand),
+    /// Explain policy verdicts
+    #[command(subcommand)]
+    Policy(tortie_ctl::explain_cmd::PolicyCommand),
     /// IP address management: show, check, release, configure
     #[command(subcommand)]
     Ipam(IpamCommand),
@@ -77,6 +86,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Version(a) => tortie_ctl::version::run(g, a).await,
         Command::Selector(c) => Ok(tortie_ctl::selector::run(c)),
         Command::Ipam(c) => tortie_ctl::ipam_cmd::run(g, c).await,
+        Command::Policy(c) => tortie_ctl::explain_cmd::run(g, c).await,
+        // Both run their own runtimes; main() dispatches them before this.
+        Command::Node(_) | Command::Lab(_) => unreachable!("dispatched in main"),
         Command::Datastore(c) => tortie_ctl::datastore_cmd::run(g, c).await,
     }
 }
@@ -106,6 +118,25 @@ fn main() -> ExitCode {
     if let Err(e) = cli.global.init_logging() {
         eprintln!("{e}");
         return ExitCode::FAILURE;
+    }
+    // The daemon and the lab manage their own runtimes and processes.
+    let direct = match &cli.command {
+        Command::Node(c) => Some(
+            cli.global
+                .datastore_spec()
+                .and_then(|spec| tortie_node::run(c, spec)),
+        ),
+        Command::Lab(c) => Some(tortie_lab::run(c)),
+        _ => None,
+    };
+    if let Some(result) = direct {
+        return match result {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("{e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -58,7 +58,7 @@ impl Netns {
         }
     }
 
-    /// The namespace of the calling thread (the host, for the plugin).
+    /// The namespace of the calling thread (the host, for the CNI plugin).
     pub fn current() -> Result<Netns, NetnsError> {
         Netns::open("/proc/thread-self/ns/net")
     }
@@ -88,7 +88,7 @@ impl Netns {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let thread_path = path.clone();
         std::thread::Builder::new()
-            .name("cni-netns".to_string())
+            .name("netns-worker".to_string())
             .spawn(move || {
                 let outcome = enter_and_run(&thread_path, &file, work);
                 // The receiver only disappears if the caller gave up.

@@ -1,0 +1,352 @@
+//! The main loop of `tortie node run`.
+//!
+//! Start-up: serve health and metrics at once (not ready yet), connect to
+//! the datastore (retrying until it answers), register the Node resource and
+//! the VXLAN tunnel address, probe the kernel (IPIP), then follow the
+//! datastore with the syncer. Nothing is applied to the kernel before the
+//! syncer reports in-sync; after that every batch of updates goes through
+//! the calculation and the reconcilers, and a timer resyncs the reconcilers
+//! so drift is repaired.
+//!
+//! The loop owns all mutable state; the HTTP endpoints see snapshots.
+//! SIGTERM and SIGINT stop the daemon without touching what it programmed:
+//! a restarted daemon takes the installed state over.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use futures::FutureExt as _;
+use ipnet::IpNet;
+use tokio::sync::watch;
+use tortie_calc::{Calculator, LocalState, Update};
+use tortie_client::Client;
+use tortie_dataplane::ipip::IpipSupport;
+use tortie_datastore::sync::{SyncEvent, Syncer, SyncerConfig};
+use tortie_datastore::{Datastore, DatastoreSpec};
+
+use crate::http::{self, Shared};
+use crate::metrics::Metrics;
+use crate::pipeline::translate::HostFacts;
+use crate::pipeline::{Dataplane, DataplaneConfig};
+use crate::registration;
+use crate::status::NodeStatus;
+use crate::{DEFAULT_HEALTH_PORT, detect};
+
+/// The prefixes the daemon follows: every v3 resource and the IPAM blocks
+/// and affinities (for routes).
+const SYNC_PREFIXES: [&str; 3] = [
+    "/calico/resources/v3/projectcalico.org/",
+    "/calico/ipam/v2/assignment/",
+    "/calico/ipam/v2/host/",
+];
+
+/// Pause between attempts to reach the datastore at start-up.
+const CONNECT_RETRY: Duration = Duration::from_secs(1);
+/// How often counts, readiness and the MTU file are refreshed.
+const STATUS_INTERVAL: Duration = Duration::from_millis(200);
+/// Syncer events folded into one calculation pass at most.
+const MAX_EVENTS_PER_PASS: usize = 10_000;
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// This node's name (default: the host name)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// This node's address with prefix, e.g. 10.0.0.5/24 (default: detected)
+    #[arg(long)]
+    pub ip: Option<IpNet>,
+    /// Address the health and status endpoints listen on
+    #[arg(long, default_value = "127.0.0.1")]
+    pub health_host: IpAddr,
+    /// Port of /liveness, /readiness and /status
+    #[arg(long, default_value_t = DEFAULT_HEALTH_PORT)]
+    pub health_port: u16,
+    /// Port of /metrics (0: no metrics endpoint)
+    #[arg(long, default_value_t = 9091)]
+    pub metrics_port: u16,
+    /// How often the reconcilers re-read the kernel to repair drift (seconds)
+    #[arg(long, default_value_t = 0.9)]
+    pub resync_interval: f64,
+    /// Where the pod MTU is written for the CNI plugin
+    #[arg(long, default_value = "/var/lib/calico/mtu")]
+    pub mtu_file: std::path::PathBuf,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string())
+}
+
+/// Connects, retrying until the datastore answers; problems go to the status.
+async fn connect(spec: &DatastoreSpec, status: &watch::Sender<NodeStatus>) -> Arc<dyn Datastore> {
+    loop {
+        match tortie_datastore::connect(spec).await {
+            Ok(ds) => match ds.revision().await {
+                Ok(_) => return ds,
+                Err(e) => report(status, format!("datastore {spec} not reachable yet: {e}")),
+            },
+            Err(e) => report(status, format!("cannot open datastore {spec}: {e}")),
+        }
+        tokio::time::sleep(CONNECT_RETRY).await;
+    }
+}
+
+fn report(status: &watch::Sender<NodeStatus>, problem: String) {
+    tracing::warn!(problem, "node daemon");
+    status.send_modify(|s| s.add_problem(problem));
+}
+
+pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::ExitCode> {
+    let name = args.name.clone().unwrap_or_else(host_name);
+    let (metrics, registry) = Metrics::new();
+    let (status_tx, status_rx) = watch::channel(NodeStatus {
+        node: name.clone(),
+        version: tortie_client::TORTIE_VERSION.to_string(),
+        datastore: spec.to_string(),
+        ..NodeStatus::default()
+    });
+    let shared = Shared {
+        status: status_rx,
+        registry: Arc::new(registry),
+    };
+    let _health = http::serve(
+        SocketAddr::new(args.health_host, args.health_port),
+        shared.clone(),
+        &["/liveness", "/readiness", "/status"],
+    )
+    .await?;
+    let _metrics_server = if args.metrics_port != 0 {
+        Some(
+            http::serve(
+                SocketAddr::new(args.health_host, args.metrics_port),
+                shared,
+                &["/metrics"],
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    tracing::info!(node = %name, datastore = %spec, "tortie node starting");
+
+    let ds = connect(&spec, &status_tx).await;
+    let client = Client::new(Arc::clone(&ds));
+    let ip = match args.ip {
+        Some(ip) => ip,
+        None => detect::node_address().await?,
+    };
+    registration::register(&client, &name, &ip).await?;
+    let tunnel = registration::ensure_vxlan_tunnel_address(&client, &name).await?;
+    status_tx.send_modify(|s| {
+        s.node_ip = ip.to_string();
+        s.vxlan_tunnel_address = tunnel.map(|t| t.addr().to_string());
+    });
+    tracing::info!(node = %name, %ip, tunnel = ?tunnel, "node registered");
+
+    let ipip = probe_ipip().await;
+    status_tx.send_modify(|s| match &ipip {
+        IpipSupport::Supported => s.ipip_supported = Some(true),
+        IpipSupport::Unsupported { reason } => {
+            s.ipip_supported = Some(false);
+            s.ipip_detail = reason.clone();
+        }
+    });
+    if let IpipSupport::Unsupported { reason } = &ipip {
+        tracing::warn!(%reason, "IPIP is not available on this host; IPIP pools cannot be programmed");
+    }
+    let (node_iface, host_mtu) = detect::interface_holding(ip.addr()).await?;
+    let host = HostFacts {
+        node_iface,
+        host_mtu,
+        ipip_supported: ipip == IpipSupport::Supported,
+    };
+    let resync_interval = Duration::from_secs_f64(args.resync_interval.clamp(0.05, 3600.0));
+
+    let mut calc = Calculator::new(&name);
+    let mut syncer = Syncer::start(Arc::clone(&ds), SyncerConfig::new(SYNC_PREFIXES));
+    let mut dataplane: Option<Dataplane> = None;
+    let mut written_mtu = None;
+    let mut tick = tokio::time::interval(STATUS_INTERVAL);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    loop {
+        tokio::select! {
+            event = syncer.next() => {
+                let Some(event) = event else {
+                    report(&status_tx, "the datastore syncer stopped".to_string());
+                    break;
+                };
+                // Everything already queued goes into one calculation pass.
+                let mut next = Some(event);
+                let mut taken = 0;
+                while let Some(event) = next.take() {
+                    handle_event(event, &mut calc, &metrics, &status_tx);
+                    taken += 1;
+                    if taken < MAX_EVENTS_PER_PASS {
+                        next = syncer.next().now_or_never().flatten();
+                    }
+                }
+                let Some(delta) = calc.take_delta() else { continue };
+                if delta.is_empty() {
+                    continue;
+                }
+                match dataplane.as_mut() {
+                    Some(dp) => {
+                        for problem in dp.apply(delta).await {
+                            report(&status_tx, problem);
+                        }
+                    }
+                    None => {
+                        let config = DataplaneConfig {
+                            host: host.clone(),
+                            resync_interval,
+                            interface_prefixes: calc.local_state().config.interface_prefixes.clone(),
+                        };
+                        tracing::info!(changes = delta.len(), "in sync; programming the kernel");
+                        dataplane = Some(Dataplane::start(config, delta, &metrics).await?);
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                refresh_status(&calc, dataplane.as_ref(), &metrics, &status_tx);
+                if let Some(dp) = &dataplane {
+                    let mtu = dp.pod_mtu();
+                    if written_mtu != Some(mtu) {
+                        match write_mtu_file(&args.mtu_file, mtu) {
+                            Ok(()) => written_mtu = Some(mtu),
+                            Err(e) => report(&status_tx, e),
+                        }
+                    }
+                }
+            }
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    if let Some(dp) = dataplane {
+        dp.stop();
+    }
+    tracing::info!(node = %name, "tortie node stopping; the kernel state it programmed stays in place");
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Feeds one syncer event to the calculation.
+fn handle_event(
+    event: SyncEvent,
+    calc: &mut Calculator,
+    metrics: &Metrics,
+    status: &watch::Sender<NodeStatus>,
+) {
+    match event {
+        SyncEvent::Update { key, value, .. } => {
+            metrics.datastore_updates.inc();
+            if let Err(e) = calc.apply_kv(&key, value.as_deref()) {
+                metrics.errors.inc();
+                report(status, format!("ignoring {key}: {e}"));
+            }
+        }
+        SyncEvent::InSync => {
+            if let Err(e) = calc.apply(Update::InSync) {
+                report(status, format!("marking the calculation in sync: {e}"));
+            }
+            metrics.in_sync.set(1);
+            status.send_modify(|s| s.in_sync = true);
+            tracing::info!("datastore in sync");
+        }
+    }
+}
+
+/// Publishes counts and the programmed flag.
+fn refresh_status(
+    calc: &Calculator,
+    dataplane: Option<&Dataplane>,
+    metrics: &Metrics,
+    status: &watch::Sender<NodeStatus>,
+) {
+    let state = calc.local_state();
+    let endpoints = state.workload_endpoints.len() + state.host_endpoints.len();
+    let policies = state.policies.len() + state.profiles.len();
+    let members: usize = state
+        .ip_sets
+        .values()
+        .map(|m| m.v4.len() + m.v6.len())
+        .sum::<usize>()
+        + state
+            .named_port_sets
+            .values()
+            .map(|m| m.len())
+            .sum::<usize>();
+    metrics.endpoints.set(endpoints as i64);
+    metrics.policies.set(policies as i64);
+    metrics.set_members.set(members as i64);
+    let (endpoints_up, endpoints_down, down_endpoints) = endpoint_status(state, dataplane);
+    let behind = dataplane.map_or_else(|| vec!["all (not in sync yet)"], Dataplane::behind);
+    let programmed = behind.is_empty();
+    let render_errors = dataplane.map_or(0, Dataplane::render_errors);
+    status.send_if_modified(|s| {
+        let before = s.clone();
+        s.programmed = programmed;
+        s.behind = behind.iter().map(|b| b.to_string()).collect();
+        s.endpoints_up = endpoints_up;
+        s.endpoints_down = endpoints_down;
+        s.down_endpoints = down_endpoints;
+        s.local_endpoints = endpoints;
+        s.active_policies = policies;
+        s.render_errors = render_errors;
+        *s != before
+    });
+}
+
+/// Local workload endpoints whose interface is up (a count), and those
+/// whose interface is down or missing (spec/dataplane.md §6), by name.
+fn endpoint_status(
+    state: &LocalState,
+    dataplane: Option<&Dataplane>,
+) -> (usize, usize, Vec<String>) {
+    let Some(dp) = dataplane else {
+        return (0, 0, Vec::new());
+    };
+    let weps = &state.workload_endpoints;
+    let up = dp.interfaces_up(weps.keys().map(String::as_str));
+    let mut down = Vec::new();
+    let mut down_count = 0;
+    for ((iface, wep), up) in weps.iter().zip(&up) {
+        if !up {
+            if down.len() < crate::status::MAX_LISTED {
+                down.push(format!("{} ({iface})", wep.id));
+            }
+            down_count += 1;
+        }
+    }
+    (up.len() - down_count, down_count, down)
+}
+
+/// Writes the pod MTU where the CNI plugin reads it (decimal, no newline).
+fn write_mtu_file(path: &std::path::Path, mtu: u32) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, mtu.to_string())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("cannot write the pod MTU to {}: {e}", path.display()))
+}
+
+/// Whether this kernel can do IPIP (a failed probe counts as "no").
+async fn probe_ipip() -> IpipSupport {
+    let probe = async {
+        let mut socket = tortie_dataplane::netlink::RtSocket::open()?;
+        tortie_dataplane::ipip::probe(&mut socket).await
+    };
+    match probe.await {
+        Ok(support) => support,
+        Err(e) => IpipSupport::Unsupported {
+            reason: format!("could not probe for IPIP: {e}"),
+        },
+    }
+}

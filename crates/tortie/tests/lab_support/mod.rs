@@ -1,0 +1,330 @@
+//! Harness of the lab tests (needs root): a [`Lab`] is a real `tortie lab`
+//! — node namespaces running `tortie node run`, pods attached through
+//! `tortie-cni` — driven through the CLI exactly as a user drives it, and
+//! removed with `tortie lab down` when the guard drops, also when the test
+//! fails. Every command is bounded by a timeout.
+//!
+//! Long-lived connections ([`Connection`]) are opened from threads that
+//! enter a pod's namespace, so a socket lives in the pod while the test
+//! holds it; nothing else about the test process changes namespace.
+
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use nix::sched::{CloneFlags, setns};
+use serde_json::Value;
+
+#[path = "../cni_support/mod.rs"]
+mod cni_support;
+pub use cni_support::{Finished, run_bounded};
+
+/// Bound of one CLI command (lab up waits for its daemons to be ready).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub fn tortie() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tortie"))
+}
+
+/// Runs `tortie ARGS` with `stdin`; the whole result, whatever the exit.
+pub fn run(args: &[&str], stdin: &str) -> Result<Finished> {
+    run_bounded(tortie().args(args), stdin.as_bytes(), COMMAND_TIMEOUT)
+}
+
+/// Runs `tortie ARGS`; fails unless it exits 0.
+pub fn ok(args: &[&str]) -> Result<String> {
+    let out = run(args, "")?;
+    ensure!(
+        out.status == Some(0),
+        "tortie {} exited {:?}\nstdout:\n{}\nstderr:\n{}",
+        args.join(" "),
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    Ok(out.stdout)
+}
+
+/// A running lab, removed on drop.
+pub struct Lab {
+    pub name: String,
+    pub datastore: String,
+}
+
+impl Lab {
+    /// `tortie lab up` with a name unique to this process and `tag`.
+    pub fn up(tag: &str, nodes: usize) -> Result<Lab> {
+        Lab::up_with(tag, nodes, &[])
+    }
+
+    /// [`Lab::up`] with more `lab up` arguments (e.g. `--etcd`).
+    pub fn up_with(tag: &str, nodes: usize, extra: &[&str]) -> Result<Lab> {
+        let name = format!("t{}{tag}", std::process::id() % 100_000);
+        ensure!(name.len() <= 12, "lab name {name} too long");
+        // A lab of the same name left by a killed run of this PID.
+        let _ = run(&["lab", "down", &name], "");
+        let mut lab = Lab {
+            name: name.clone(),
+            datastore: String::new(),
+        };
+        let nodes = nodes.to_string();
+        let mut args = vec!["lab", "up", &name, "--nodes", &nodes];
+        args.extend_from_slice(extra);
+        ok(&args)?;
+        lab.datastore = lab.state()?["datastore"]
+            .as_str()
+            .context("state.json has no datastore")?
+            .to_string();
+        Ok(lab)
+    }
+
+    /// The lab's state file.
+    pub fn state(&self) -> Result<Value> {
+        let path = format!("/run/tortie/lab/{}/state.json", self.name);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// The network namespace of a pod (`ns/name`) or node (`node-1`).
+    pub fn netns(&self, id: &str) -> Result<String> {
+        let state = self.state()?;
+        let pods = state["pods"].as_array().cloned().unwrap_or_default();
+        let nodes = state["nodes"].as_array().cloned().unwrap_or_default();
+        pods.iter()
+            .find(|p| {
+                format!(
+                    "{}/{}",
+                    p["namespace"].as_str().unwrap_or(""),
+                    p["name"].as_str().unwrap_or("")
+                ) == id
+            })
+            .or_else(|| nodes.iter().find(|n| n["name"] == id))
+            .and_then(|p| p["netns"].as_str())
+            .map(str::to_string)
+            .with_context(|| format!("lab {} has no pod or node {id}", self.name))
+    }
+
+    /// A pod's first address.
+    pub fn pod_ip(&self, id: &str) -> Result<String> {
+        let state = self.state()?;
+        state["pods"]
+            .as_array()
+            .and_then(|pods| {
+                pods.iter().find(|p| {
+                    format!(
+                        "{}/{}",
+                        p["namespace"].as_str().unwrap_or(""),
+                        p["name"].as_str().unwrap_or("")
+                    ) == id
+                })
+            })
+            .and_then(|p| p["ips"][0].as_str())
+            .map(str::to_string)
+            .with_context(|| format!("no address for pod {id}"))
+    }
+
+    /// `tortie lab ctl NAME -- ARGS` (the lab's datastore, from where it
+    /// is reachable), exit 0 required.
+    pub fn ctl(&self, args: &[&str]) -> Result<String> {
+        let mut all = vec!["lab", "ctl", &self.name, "--"];
+        all.extend_from_slice(args);
+        ok(&all)
+    }
+
+    /// Applies YAML to the lab's datastore.
+    pub fn apply(&self, yaml: &str) -> Result<()> {
+        let out = run(&["lab", "ctl", &self.name, "--", "apply", "-f", "-"], yaml)?;
+        ensure!(
+            out.status == Some(0),
+            "apply failed: {}{}",
+            out.stdout,
+            out.stderr
+        );
+        Ok(())
+    }
+
+    /// Deletes resources named in YAML.
+    pub fn delete(&self, yaml: &str) -> Result<()> {
+        let out = run(&["lab", "ctl", &self.name, "--", "delete", "-f", "-"], yaml)?;
+        ensure!(
+            out.status == Some(0),
+            "delete failed: {}{}",
+            out.stdout,
+            out.stderr
+        );
+        Ok(())
+    }
+
+    pub fn pod(&self, node: &str, id: &str, labels: &str) -> Result<()> {
+        let mut args = vec!["lab", "pod", "add", &self.name, node, id];
+        if !labels.is_empty() {
+            args.extend(["--labels", labels]);
+        }
+        ok(&args).map(|_| ())
+    }
+
+    /// `tortie lab probe`: true for allowed.
+    pub fn probe(&self, from: &str, to: &str, proto: &str, port: u16) -> Result<bool> {
+        let port = port.to_string();
+        let out = ok(&[
+            "lab", "probe", &self.name, "--from", from, "--to", to, "--proto", proto, "--port",
+            &port,
+        ])?;
+        match out.trim() {
+            "allowed" => Ok(true),
+            "denied" => Ok(false),
+            other => bail!("lab probe printed {other:?}"),
+        }
+    }
+
+    /// Asserts a probe's verdict, naming the case.
+    pub fn expect(
+        &self,
+        from: &str,
+        to: &str,
+        proto: &str,
+        port: u16,
+        allowed: bool,
+    ) -> Result<()> {
+        let got = self.probe(from, to, proto, port)?;
+        ensure!(
+            got == allowed,
+            "{from} -> {to} {proto}/{port}: {} but expected {}",
+            verdict(got),
+            verdict(allowed)
+        );
+        Ok(())
+    }
+
+    /// `tortie lab check --expect`: every pair's real packets agree with
+    /// `tortie policy explain`.
+    pub fn check_agrees(&self, proto: &str, port: u16) -> Result<String> {
+        let port = port.to_string();
+        let out = run(
+            &[
+                "lab", "check", &self.name, "--proto", proto, "--port", &port, "--expect",
+            ],
+            "",
+        )?;
+        ensure!(
+            out.status == Some(0),
+            "probes and policy explain disagree ({proto}/{port}):\n{}\n{}",
+            out.stdout,
+            out.stderr
+        );
+        Ok(out.stdout)
+    }
+
+    /// Runs a command in a node's namespace.
+    pub fn in_node(&self, node: &str, cmd: &[&str]) -> Result<String> {
+        let netns = self.netns(node)?;
+        let out = run_bounded(
+            Command::new("ip").args(["netns", "exec", &netns]).args(cmd),
+            b"",
+            COMMAND_TIMEOUT,
+        )?;
+        ensure!(
+            out.status == Some(0),
+            "{cmd:?} in {node}: {}{}",
+            out.stdout,
+            out.stderr
+        );
+        Ok(out.stdout)
+    }
+
+    /// Polls `check` every 50 ms for up to `within`; the time it took.
+    pub fn wait_for(
+        &self,
+        within: Duration,
+        mut check: impl FnMut() -> Result<bool>,
+    ) -> Result<Duration> {
+        let started = Instant::now();
+        loop {
+            if check()? {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > within {
+                bail!("not within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        match run(&["lab", "down", &self.name], "") {
+            Ok(out) if out.status == Some(0) => {}
+            Ok(out) => eprintln!("lab down {}: {}{}", self.name, out.stdout, out.stderr),
+            Err(e) => eprintln!("lab down {}: {e:#}", self.name),
+        }
+    }
+}
+
+pub fn verdict(allowed: bool) -> &'static str {
+    if allowed { "allowed" } else { "denied" }
+}
+
+/// Runs `work` on a thread inside the network namespace `netns`.
+pub fn in_netns<T: Send>(netns: &str, work: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let path = format!("/var/run/netns/{netns}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+            setns(&file, CloneFlags::CLONE_NEWNET).with_context(|| format!("entering {path}"))?;
+            work()
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("thread in {netns} panicked"))?
+    })
+}
+
+/// An established TCP connection between two pods: an echo server in one,
+/// the client socket in the other.
+pub struct Connection {
+    client: TcpStream,
+    server: TcpStream,
+}
+
+impl Connection {
+    pub fn open(lab: &Lab, from: &str, to: &str, port: u16) -> Result<Connection> {
+        let to_ip = lab.pod_ip(to)?;
+        let listener = in_netns(&lab.netns(to)?, || {
+            Ok(TcpListener::bind(("0.0.0.0", port))?)
+        })?;
+        let addr = format!("{to_ip}:{port}");
+        let client = in_netns(&lab.netns(from)?, || {
+            let addr = addr.parse().context("pod address")?;
+            Ok(TcpStream::connect_timeout(&addr, Duration::from_secs(5))?)
+        })?;
+        listener.set_nonblocking(false)?;
+        let (server, _) = listener.accept()?;
+        for s in [&client, &server] {
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.set_write_timeout(Some(Duration::from_secs(5)))?;
+        }
+        Ok(Connection { client, server })
+    }
+
+    /// Sends a message each way and checks it arrives.
+    pub fn exchange(&mut self, tag: u8) -> Result<()> {
+        let msg = [tag; 64];
+        self.client.write_all(&msg)?;
+        let mut got = [0u8; 64];
+        self.server
+            .read_exact(&mut got)
+            .context("client -> server over the held connection")?;
+        ensure!(got == msg, "client -> server corrupted");
+        self.server.write_all(&msg)?;
+        self.client
+            .read_exact(&mut got)
+            .context("server -> client over the held connection")?;
+        ensure!(got == msg, "server -> client corrupted");
+        Ok(())
+    }
+}

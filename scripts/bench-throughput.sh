@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Pod-to-pod TCP throughput (iperf3) through tortie's dataplane, as a ratio
+# to a bare veth pair measured in the same run: on one node, and across
+# nodes over VXLAN, with 1,000 policies applying to the pods (so every
+# endpoint chain holds 1,000 policy jumps; established traffic is accepted
+# before any of them). Builds a 2-node lab named `bt`, removes it at the
+# end, also on failure. Needs root. Usage: scripts/bench-throughput.sh [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds=${1:-5}
+./scripts/deps.sh
+cargo build --release --locked -q -p tortie
+tortie=$(pwd)/target/release/tortie
+lab=bt
+a="tbench-$$-a"
+b="tbench-$$-b"
+pids=()
+
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  ip netns del "$a" 2>/dev/null || true
+  ip netns del "$b" 2>/dev/null || true
+  "$tortie" lab down "$lab" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+# Mbit/s of one iperf3 run; $1 = netns-exec prefix of the server, $2 = of
+# the client, $3 = server address.
+measure() {
+  local server=$1 client=$2 addr=$3
+  timeout $((seconds + 20)) $server iperf3 -s -1 >/dev/null 2>&1 &
+  pids+=($!)
+  sleep 0.5
+  timeout $((seconds + 20)) $client iperf3 -c "$addr" -t "$seconds" -f m \
+    | awk '/receiver/ {print $(NF-2)}'
+}
+
+echo "==> baseline: a bare veth pair between two namespaces"
+ip netns add "$a"
+ip netns add "$b"
+ip -n "$a" link add veth0 type veth peer name veth0 netns "$b"
+ip -n "$a" addr add 10.99.0.1/30 dev veth0
+ip -n "$b" addr add 10.99.0.2/30 dev veth0
+ip -n "$a" link set veth0 up
+ip -n "$b" link set veth0 up
+ip -n "$a" link set lo up
+ip -n "$b" link set lo up
+bare=$(measure "ip netns exec $b" "ip netns exec $a" 10.99.0.2)
+
+echo "==> lab: 2 nodes, 3 pods, 1,000 policies"
+"$tortie" lab down "$lab" >/dev/null 2>&1 || true
+"$tortie" lab up "$lab" --nodes 2 >/dev/null
+"$tortie" lab pod add "$lab" node-1 perf/server --labels app=iperf,role=server >/dev/null
+"$tortie" lab pod add "$lab" node-1 perf/local --labels app=iperf,role=client >/dev/null
+"$tortie" lab pod add "$lab" node-2 perf/remote --labels app=iperf,role=client >/dev/null
+{
+  for i in $(seq 0 999); do
+    cat <<EOF
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: filler-$i, namespace: perf}
+spec:
+  order: $i
+  selector: app == 'iperf'
+  ingress:
+  - action: Allow
+    protocol: TCP
+    source: {nets: [198.18.$((i / 250)).$((i % 250))/32]}
+    destination: {ports: [$((10000 + i))]}
+  egress:
+  - action: Allow
+    protocol: UDP
+    destination: {nets: [198.19.$((i / 250)).$((i % 250))/32], ports: [$((20000 + i))]}
+EOF
+  done
+  cat <<EOF
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: clients-to-server, namespace: perf}
+spec:
+  order: 5000
+  selector: app == 'iperf'
+  ingress:
+  - action: Allow
+    source: {selector: role == 'client'}
+  egress:
+  - action: Allow
+EOF
+} | "$tortie" lab ctl "$lab" -- apply -f - >/dev/null
+# Wait until the policies are programmed on both nodes.
+for node in 1 2; do
+  for _ in $(seq 1 100); do
+    if ip netns exec "tl-$lab-n$node" "$tortie" node status -o json | grep -q '"active_policies": 100[0-9]'; then
+      break
+    fi
+    sleep 0.2
+  done
+done
+server_ip=$("$tortie" lab exec "$lab" perf/server -- ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1)
+server="$tortie lab exec $lab perf/server --"
+local_mbit=$(measure "$server" "$tortie lab exec $lab perf/local --" "$server_ip")
+remote_mbit=$(measure "$server" "$tortie lab exec $lab perf/remote --" "$server_ip")
+
+ratio() { awk -v x="$1" -v b="$bare" 'BEGIN { printf "%.2f", x / b }'; }
+echo
+printf '%-44s %10s %8s\n' "path (${seconds} s iperf3, 1 stream)" "Mbit/s" "ratio"
+printf '%-44s %10s %8s\n' "bare veth pair (baseline)" "$bare" "1.00"
+printf '%-44s %10s %8s\n' "pod to pod, one node, 1,000 policies" "$local_mbit" "$(ratio "$local_mbit")"
+printf '%-44s %10s %8s\n' "pod to pod, across VXLAN, 1,000 policies" "$remote_mbit" "$(ratio "$remote_mbit")"
