@@ -104,9 +104,23 @@ server="$tortie lab exec $lab perf/server --"
 local_mbit=$(measure "$server" "$tortie lab exec $lab perf/local --" "$server_ip")
 remote_mbit=$(measure "$server" "$tortie lab exec $lab perf/remote --" "$server_ip")
 
+# The same paths with no tortie table at all (node daemons stopped, table
+# deleted): what routing through two veths and the VXLAN device costs
+# without any filtering, to tell it apart from the policy's cost.
+for node in 1 2; do
+  pid=$(tr -d ' \n' < "/run/tortie/lab/$lab/state.json" | grep -o '"name":"node-'"$node"'","netns":"[^"]*","ip":"[^"]*","pid":[0-9]*' | grep -o '[0-9]*$')
+  kill "$pid"
+  while kill -0 "$pid" 2>/dev/null && ! grep -q '^[^)]*) Z' "/proc/$pid/stat" 2>/dev/null; do sleep 0.1; done
+  ip netns exec "tl-$lab-n$node" nft delete table inet tortie
+done
+bare_local=$(measure "$server" "$tortie lab exec $lab perf/local --" "$server_ip")
+bare_remote=$(measure "$server" "$tortie lab exec $lab perf/remote --" "$server_ip")
+
 ratio() { awk -v x="$1" -v b="$bare" 'BEGIN { printf "%.2f", x / b }'; }
 echo
 printf '%-44s %10s %8s\n' "path (${seconds} s iperf3, 1 stream)" "Mbit/s" "ratio"
 printf '%-44s %10s %8s\n' "bare veth pair (baseline)" "$bare" "1.00"
 printf '%-44s %10s %8s\n' "pod to pod, one node, 1,000 policies" "$local_mbit" "$(ratio "$local_mbit")"
 printf '%-44s %10s %8s\n' "pod to pod, across VXLAN, 1,000 policies" "$remote_mbit" "$(ratio "$remote_mbit")"
+printf '%-44s %10s %8s\n' "pod to pod, one node, no nftables at all" "$bare_local" "$(ratio "$bare_local")"
+printf '%-44s %10s %8s\n' "pod to pod, across VXLAN, no nftables at all" "$bare_remote" "$(ratio "$bare_remote")"
