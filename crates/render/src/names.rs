@@ -39,6 +39,9 @@ pub const PORTS: &str = "ports";
 /// Workload interface name → `goto` its chain group's chain (`groups`).
 pub const TO_WL: &str = "to-wl";
 pub const FROM_WL: &str = "from-wl";
+/// Node addresses of the VXLAN peers (other nodes' VTEPs), per family.
+pub const VXLAN_PEERS4: &str = "vxlan-peers4";
+pub const VXLAN_PEERS6: &str = "vxlan-peers6";
 /// NAT outgoing: pools to masquerade from, and all pools (not masqueraded to).
 pub const NAT_MASQ4: &str = "nat-masq4";
 pub const NAT_MASQ6: &str = "nat-masq6";

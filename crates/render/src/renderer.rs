@@ -24,6 +24,7 @@
 //! they are collected in the returned [`RenderError`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 
 use tortie_calc::policy::Direction;
 use tortie_calc::state::{
@@ -127,6 +128,8 @@ pub struct PolicyRenderer {
     from_groups: ChainGroups,
     /// Each rendered workload's (ingress, egress) group ids.
     workload_groups: BTreeMap<String, (u32, u32)>,
+    /// Node addresses of the VXLAN peers, by node (`vxlan-peers4/6`).
+    vxlan_peers: BTreeMap<String, Vec<IpAddr>>,
 }
 
 impl Default for PolicyRenderer {
@@ -147,6 +150,7 @@ impl Default for PolicyRenderer {
             to_groups: ChainGroups::new(Direction::Ingress),
             from_groups: ChainGroups::new(Direction::Egress),
             workload_groups: BTreeMap::new(),
+            vxlan_peers: BTreeMap::new(),
         }
     }
 }
@@ -233,6 +237,21 @@ fn release_group(groups: &mut ChainGroups, id: u32, r: &mut Ruleset, run: &mut R
     }
 }
 
+fn vxlan_peer_set(addr: &IpAddr) -> &'static str {
+    if addr.is_ipv4() {
+        names::VXLAN_PEERS4
+    } else {
+        names::VXLAN_PEERS6
+    }
+}
+
+fn vxlan_peer_key(addr: &IpAddr) -> Key {
+    Key::exact(match addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    })
+}
+
 fn valid_iface(iface: &str) -> bool {
     !iface.is_empty() && iface.len() <= 15 && !iface.contains(['/', ' ', '\0'])
 }
@@ -315,6 +334,17 @@ impl PolicyRenderer {
             }
         }
         let mut hosts_changed = false;
+        for (node, peer) in &delta.vteps_upserted {
+            let addrs = [&peer.v4, &peer.v6]
+                .into_iter()
+                .flatten()
+                .map(|v| v.node_addr)
+                .collect();
+            self.set_vxlan_peer(r, node, addrs, &mut run);
+        }
+        for node in &delta.vteps_removed {
+            self.set_vxlan_peer(r, node, Vec::new(), &mut run);
+        }
         for (name, h) in &delta.host_endpoints_upserted {
             self.hosts.insert(name.clone(), h.clone());
             hosts_changed = true;
@@ -609,6 +639,34 @@ impl PolicyRenderer {
         self.hep_elements = wanted;
         for (name, chain) in skeleton::hep_dispatch_chains(&self.config, &star_chains) {
             run.put_chain(r, name.to_string(), chain);
+        }
+    }
+
+    /// Node `node`'s VTEPs now send from `addrs`: the peer sets follow
+    /// (an address two nodes share stays until neither has it).
+    fn set_vxlan_peer(&mut self, r: &mut Ruleset, node: &str, addrs: Vec<IpAddr>, run: &mut Run) {
+        let old = if addrs.is_empty() {
+            self.vxlan_peers.remove(node)
+        } else {
+            self.vxlan_peers.insert(node.to_string(), addrs.clone())
+        }
+        .unwrap_or_default();
+        let in_use = |peers: &BTreeMap<String, Vec<IpAddr>>, a: &IpAddr| {
+            peers.values().any(|v| v.contains(a))
+        };
+        for a in old.iter().filter(|a| !in_use(&self.vxlan_peers, a)) {
+            if r.remove_element(vxlan_peer_set(a), &vxlan_peer_key(a)) {
+                run.stats.set_elements_removed += 1;
+            }
+        }
+        for a in addrs.iter().filter(|a| !old.contains(a)) {
+            match r.put_element(vxlan_peer_set(a), vxlan_peer_key(a), None) {
+                Ok(()) => run.stats.set_elements_added += 1,
+                Err(e) => run.errors.push(ItemError::Element {
+                    set: vxlan_peer_set(a).to_string(),
+                    reason: e.to_string(),
+                }),
+            }
         }
     }
 
@@ -925,5 +983,44 @@ spec:
         assert!(r.chain("pi-gnp/db").is_none());
         assert!(p.set_id(&web_selector).is_none(), "the id is free");
         assert_eq!(r.set(names::SEL4).map(|s| s.elements.len()), Some(1));
+    }
+
+    #[test]
+    fn vxlan_peer_sets_follow_the_peers_vteps() {
+        let (_, mut p, mut r) = setup();
+        let vtep = |addr: &str| tortie_calc::state::Vtep {
+            node_addr: addr.parse().expect("address"),
+            tunnel_addr: "10.244.9.0".parse().expect("address"),
+            mac: "66:00:00:00:00:09".into(),
+        };
+        let peers = |r: &Ruleset| -> Vec<Key> {
+            r.set(names::VXLAN_PEERS4)
+                .map(|s| s.elements.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        let upsert = |node: &str, addr: &str| {
+            let mut d = Delta::default();
+            d.vteps_upserted.insert(
+                node.into(),
+                tortie_calc::state::PeerVteps {
+                    v4: Some(vtep(addr)),
+                    v6: None,
+                },
+            );
+            d
+        };
+        p.apply(&upsert("n2", "172.30.0.12"), &mut r)
+            .expect("apply");
+        p.apply(&upsert("n3", "172.30.0.12"), &mut r)
+            .expect("apply");
+        assert_eq!(peers(&r), vec![Key::exact(vec![172, 30, 0, 12])]);
+        // n2 moves; n3 still has the old address, so it stays.
+        p.apply(&upsert("n2", "172.30.0.22"), &mut r)
+            .expect("apply");
+        assert_eq!(peers(&r).len(), 2);
+        let mut gone = Delta::default();
+        gone.vteps_removed.insert("n3".into());
+        p.apply(&gone, &mut r).expect("apply");
+        assert_eq!(peers(&r), vec![Key::exact(vec![172, 30, 0, 22])]);
     }
 }

@@ -55,7 +55,18 @@ const CT_UNTRACKED: u32 = 64;
 /// The verdict maps and NAT sets (the id-keyed sets are in `sets`).
 pub fn set_specs() -> Vec<(&'static str, SetSpec)> {
     let vmap = || SetSpec::verdict_map(vec![KeyField::IFNAME]);
-    let mut v = vec![(names::TO_WL, vmap()), (names::FROM_WL, vmap())];
+    let mut v = vec![
+        (names::TO_WL, vmap()),
+        (names::FROM_WL, vmap()),
+        (
+            names::VXLAN_PEERS4,
+            SetSpec::plain(vec![KeyField::IPV4_ADDR]),
+        ),
+        (
+            names::VXLAN_PEERS6,
+            SetSpec::plain(vec![KeyField::IPV6_ADDR]),
+        ),
+    ];
     v.extend(HepClass::ALL.iter().map(|c| (c.map(), vmap())));
     v.extend([
         (
@@ -131,6 +142,62 @@ fn conntrack(cfg: &EffectiveConfig, m: Marks) -> Vec<Rule> {
     out
 }
 
+/// VXLAN between nodes (spec/dataplane.md §2.2, §5): UDP to the VXLAN
+/// port from (`Addr::Source`) or to (`Addr::Destination`) a known peer's
+/// node address, per family, followed by `then`. Tunnel packets skip
+/// conntrack (raw `notrack`) and host-endpoint policy, so a host endpoint
+/// on the node's interface never cuts pod traffic between nodes.
+fn vxlan_peer_rules(cfg: &EffectiveConfig, addr: Addr, then: &[Expr], comment: &str) -> Vec<Rule> {
+    [
+        (IpFamily::V4, names::VXLAN_PEERS4),
+        (IpFamily::V6, names::VXLAN_PEERS6),
+    ]
+    .into_iter()
+    .map(|(f, set)| {
+        rule(
+            vec![
+                rules::nfproto(f),
+                rules::l4proto(17),
+                rules::dport(cfg.vxlan_port),
+                vec![
+                    exprs::load_addr(f, addr, Reg::r32(0)),
+                    Expr::Lookup {
+                        set: set.to_string(),
+                        sreg: Reg::r32(0),
+                        dreg: None,
+                        invert: false,
+                    },
+                ],
+                then.to_vec(),
+            ],
+            comment,
+        )
+    })
+    .collect()
+}
+
+/// Drops VXLAN from anything but a known peer, for the families in use.
+fn vxlan_from_unknown(cfg: &EffectiveConfig) -> Vec<Rule> {
+    [
+        (IpFamily::V4, cfg.vxlan_enabled_v4),
+        (IpFamily::V6, cfg.vxlan_enabled_v6),
+    ]
+    .into_iter()
+    .filter(|(_, on)| *on)
+    .map(|(f, _)| {
+        rule(
+            vec![
+                rules::nfproto(f),
+                rules::l4proto(17),
+                rules::dport(cfg.vxlan_port),
+                v(Verdict::Drop),
+            ],
+            "VXLAN from an unknown host",
+        )
+    })
+    .collect()
+}
+
 /// One rule per workload interface prefix: `<dir>ifname "<prefix>*" <verdict>`.
 fn per_prefix(cfg: &EffectiveConfig, dir: Iface, verdict: Verdict, comment: &str) -> Vec<Rule> {
     cfg.interface_prefixes
@@ -159,8 +226,11 @@ pub fn base_chains(cfg: &EffectiveConfig, m: Marks) -> Vec<(&'static str, Chain)
         ],
         "allowed by untracked policy",
     );
+    let untracked_tunnel = [exprs::notrack(), v(Verdict::Accept)[0].clone()];
+    let accept = [v(Verdict::Accept)[0].clone()];
     let raw_pre = [
         vec![clear_all.clone()],
+        vxlan_peer_rules(cfg, Addr::Source, &untracked_tunnel, "VXLAN from a peer"),
         per_prefix(cfg, Iface::In, Verdict::Accept, "workload traffic"),
         vec![
             rule(vec![jump(names::FAILSAFE_IN)], ""),
@@ -171,6 +241,7 @@ pub fn base_chains(cfg: &EffectiveConfig, m: Marks) -> Vec<(&'static str, Chain)
     .concat();
     let raw_out = [
         vec![clear_all.clone()],
+        vxlan_peer_rules(cfg, Addr::Destination, &untracked_tunnel, "VXLAN to a peer"),
         per_prefix(cfg, Iface::Out, Verdict::Accept, "workload traffic"),
         vec![
             rule(vec![jump(names::FAILSAFE_OUT)], ""),
@@ -181,6 +252,7 @@ pub fn base_chains(cfg: &EffectiveConfig, m: Marks) -> Vec<(&'static str, Chain)
     .concat();
     let mangle_pre = [
         conntrack(cfg, m)[..2].to_vec(),
+        vxlan_peer_rules(cfg, Addr::Source, &accept, "VXLAN from a peer"),
         vec![clear_all.clone()],
         per_prefix(cfg, Iface::In, Verdict::Accept, "workload traffic"),
         vec![
@@ -191,6 +263,8 @@ pub fn base_chains(cfg: &EffectiveConfig, m: Marks) -> Vec<(&'static str, Chain)
     .concat();
     let input = [
         conntrack(cfg, m),
+        vxlan_peer_rules(cfg, Addr::Source, &accept, "VXLAN from a peer"),
+        vxlan_from_unknown(cfg),
         vec![clear_all.clone()],
         per_prefix(
             cfg,
@@ -233,6 +307,7 @@ pub fn base_chains(cfg: &EffectiveConfig, m: Marks) -> Vec<(&'static str, Chain)
     .concat();
     let output = [
         conntrack(cfg, m),
+        vxlan_peer_rules(cfg, Addr::Destination, &accept, "VXLAN to a peer"),
         vec![clear_all],
         per_prefix(
             cfg,

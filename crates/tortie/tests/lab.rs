@@ -3,9 +3,9 @@
 //! attached through `tortie-cni`, cross-node traffic over VXLAN, policy
 //! applied through the CLI, and real packets deciding every verdict.
 //!
-//! - The worked examples of spec/policy.md §8 (A-D; E, host endpoints, is
-//!   covered in crates/render's packet tests, which can give a node an
-//!   outside client) as probes, across nodes and on one node.
+//! - The worked examples of spec/policy.md §8 as probes: A-D between pods
+//!   across nodes and on one node, E (a host endpoint on a node's `eth0`)
+//!   from another node, with pod traffic over VXLAN through that interface.
 //! - Every matrix is also checked with `tortie lab check --expect`: each
 //!   ordered pair's real verdict must agree with `tortie policy explain`.
 //! - Drift: a flushed nftables table and a deleted route come back within
@@ -105,6 +105,28 @@ spec:
     destination: {ports: [53]}
 ";
 
+const EXAMPLE_E: &str = "
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata:
+  name: n1-eth0
+  labels: {host: edge}
+spec:
+  node: node-1
+  interfaceName: eth0
+  expectedIPs: [172.30.0.11]
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: edge}
+spec:
+  selector: host == 'edge'
+  ingress:
+  - action: Allow
+    protocol: TCP
+    destination: {ports: [443]}
+";
+
 /// Pods of the examples, spread over two nodes so that most pairs cross
 /// VXLAN and some stay on one node.
 fn example_pods(lab: &Lab) -> Result<()> {
@@ -168,6 +190,31 @@ fn policy_examples_hold_for_real_packets_needs_root() -> Result<()> {
     lab.check_agrees("tcp", 443)?;
     lab.delete(EXAMPLE_D)?;
     lab.expect("red/web", "blue/ui", "tcp", 443, true)?;
+    Ok(())
+}
+
+#[test]
+fn example_e_host_endpoint_with_failsafe_needs_root() -> Result<()> {
+    let lab = Lab::up("he", 2)?;
+    lab.pod("node-1", "web/a", "app=web")?;
+    lab.pod("node-2", "web/b", "app=client")?;
+    let (n1, n2) = (lab.netns("node-1")?, lab.netns("node-2")?);
+    let to_node1 = |port| lab_support::tcp_reaches(&n2, &n1, "172.30.0.11", port);
+    ensure!(to_node1(8080)?, "no host endpoint yet: the host is open");
+
+    lab.apply(EXAMPLE_E)?;
+    lab.wait_for(REPAIR_WITHIN, || Ok(!to_node1(8080)?))?;
+    ensure!(to_node1(443)?, "TCP 443 to the host: allowed by edge");
+    ensure!(to_node1(22)?, "TCP 22 to the host: allowed (failsafe)");
+    ensure!(!to_node1(8080)?, "TCP 8080 to the host: dropped");
+    // Forwarded to a pod behind eth0 (over VXLAN from node-2): not subject
+    // to edge, which has no applyOnForward; the tunnel itself is accepted
+    // from known peers before host-endpoint policy.
+    lab.expect("web/b", "web/a", "tcp", 8080, true)?;
+    lab.expect("web/a", "web/b", "tcp", 8080, true)?;
+
+    lab.delete(EXAMPLE_E)?;
+    lab.wait_for(REPAIR_WITHIN, || to_node1(8080))?;
     Ok(())
 }
 

@@ -284,6 +284,18 @@ pub fn in_netns<T: Send>(netns: &str, work: impl FnOnce() -> Result<T> + Send) -
     })
 }
 
+/// A TCP connection attempt from one namespace to `addr:port` where a
+/// listener is bound in another: true if it connects within 1.5 s.
+pub fn tcp_reaches(from_netns: &str, to_netns: &str, addr: &str, port: u16) -> Result<bool> {
+    let listener = in_netns(to_netns, || Ok(TcpListener::bind(("0.0.0.0", port))?))?;
+    let target: std::net::SocketAddr = format!("{addr}:{port}").parse()?;
+    let reached = in_netns(from_netns, || {
+        Ok(TcpStream::connect_timeout(&target, Duration::from_millis(1500)).is_ok())
+    })?;
+    drop(listener);
+    Ok(reached)
+}
+
 /// An established TCP connection between two pods: an echo server in one,
 /// the client socket in the other.
 pub struct Connection {
