@@ -12,6 +12,15 @@
 //!   run: `loaded/baseline_full_recompute`, the brute-force computation a
 //!   non-incremental design would redo per change.
 //!
+//! - `dense/*`: the render benchmark's shape (crates/render/benches): 10,000
+//!   local endpoints and 1,000 or 10,000 global policies, each selecting
+//!   `app == "appK"` with rules on `role == "rN"` peers; policies first,
+//!   then endpoints, then in-sync and the first delta. Baseline in the same
+//!   run: the 10,000 × 1,000 build, against which the 10,000 × 10,000 one
+//!   is printed as a ratio; and `dense/label_change_and_back_10k_x_10k`,
+//!   one endpoint's label flipped and back on the loaded 10,000 × 10,000
+//!   state (compare with `loaded/label_change_and_back`).
+//!
 //! After the criterion runs, the shape of the loaded state is printed.
 
 use std::hint::black_box;
@@ -223,6 +232,108 @@ fn build(updates: Vec<Update>) -> Calculator {
     c
 }
 
+/// An endpoint of the dense shape: `app` picks its policy, `role` the
+/// rule peers that include it.
+fn dense_wep(policies: usize, e: usize, role: usize) -> Resource {
+    let pod = format!("p{e}");
+    let mut meta =
+        ObjectMeta::namespaced("bench", &workload_endpoint_name(LOCAL, "k8s", &pod, "eth0"));
+    meta.labels = [
+        ("app".to_string(), format!("app{}", e % policies)),
+        ("role".to_string(), format!("r{role}")),
+    ]
+    .into_iter()
+    .collect();
+    let spec = WorkloadEndpointSpec {
+        orchestrator: "k8s".into(),
+        node: LOCAL.into(),
+        pod,
+        endpoint: "eth0".into(),
+        ip_networks: vec![format!(
+            "10.{}.{}.{}/32",
+            64 + e / 65536,
+            (e / 256) % 256,
+            e % 256
+        )],
+        profiles: vec!["kns.bench".into()],
+        interface_name: format!("cali{e:07}"),
+        ..WorkloadEndpointSpec::default()
+    };
+    let mut r = Resource::new(meta, spec);
+    r.apply_defaults();
+    r
+}
+
+/// The dense snapshot as updates: a profile and `policies` global
+/// policies, then `endpoints` endpoints, then in-sync.
+fn dense_updates(endpoints: usize, policies: usize) -> Vec<Update> {
+    let roles = (policies / 2).max(1);
+    let mut y = String::from(
+        "apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {name: kns.bench}\nspec: {ingress: [{action: Allow}], egress: [{action: Allow}]}\n",
+    );
+    for k in 0..policies {
+        y.push_str(&format!(
+            "---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: pol{k}}}\nspec:\n  selector: app == \"app{k}\"\n  ingress:\n  - {{action: Allow, protocol: TCP, source: {{selector: role == \"r{a}\"}}, destination: {{ports: [80]}}}}\n  - {{action: Allow, protocol: TCP, source: {{selector: role == \"r{b}\"}}, destination: {{ports: [443, 8443]}}}}\n  - {{action: Allow, protocol: UDP, source: {{nets: [10.0.0.0/8, 172.16.0.0/12]}}, destination: {{ports: [53]}}}}\n  egress:\n  - {{action: Deny, destination: {{nets: [192.0.2.0/24]}}}}\n  - {{action: Allow}}\n",
+            a = (k * 7) % roles,
+            b = (k * 13 + 1) % roles,
+        ));
+    }
+    parse(&y)
+        .into_iter()
+        .chain((0..endpoints).map(|e| dense_wep(policies, e, e % roles)))
+        .map(|r| Update::Put(Box::new(r)))
+        .chain(std::iter::once(Update::InSync))
+        .collect()
+}
+
+/// Median wall time of `runs` builds of `updates`.
+fn median_build(updates: &[Update], runs: usize) -> std::time::Duration {
+    let mut times: Vec<std::time::Duration> = (0..runs)
+        .map(|_| {
+            let input = updates.to_vec();
+            let start = std::time::Instant::now();
+            black_box(build(input));
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn dense(c: &mut Criterion) {
+    let small = dense_updates(10_000, 1_000);
+    let large = dense_updates(10_000, 10_000);
+    let mut group = c.benchmark_group("dense");
+    group.sample_size(10);
+    group.bench_function("build_10k_x_1k", |b| {
+        b.iter_batched(|| small.clone(), build, BatchSize::LargeInput)
+    });
+    group.bench_function("build_10k_x_10k", |b| {
+        b.iter_batched(|| large.clone(), build, BatchSize::LargeInput)
+    });
+    let mut calc = build(large.clone());
+    let before = dense_wep(10_000, 42, 42);
+    let after = dense_wep(10_000, 42, 43);
+    group.bench_function("label_change_and_back_10k_x_10k", |b| {
+        b.iter(|| {
+            put(&mut calc, &after);
+            black_box(calc.take_delta());
+            put(&mut calc, &before);
+            black_box(calc.take_delta());
+        })
+    });
+    group.finish();
+    // The ratio, from runs back to back so both see the same machine load.
+    let small_t = median_build(&small, 3);
+    let large_t = median_build(&large, 3);
+    println!(
+        "\ndense from nothing (median of 3, with the first delta): 10k x 1k {:.3} s, 10k x 10k {:.3} s = {:.2} x the 1k-policy baseline",
+        small_t.as_secs_f64(),
+        large_t.as_secs_f64(),
+        large_t.as_secs_f64() / small_t.as_secs_f64()
+    );
+}
+
 fn put(c: &mut Calculator, r: &Resource) {
     c.apply(Update::Put(Box::new(r.clone()))).expect("valid");
 }
@@ -329,5 +440,6 @@ fn benches(c: &mut Criterion) {
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     benches(&mut c);
+    dense(&mut c);
     c.final_summary();
 }

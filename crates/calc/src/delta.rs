@@ -239,6 +239,9 @@ pub(crate) struct DeltaTracker {
 }
 
 /// Emits the difference for one keyed map and brings `emitted` up to date.
+/// Keys are visited in order and the new entries built in bulk: the first
+/// delta after start-up carries every key, and sorted bulk building is
+/// what keeps it from costing a tree search per key and map.
 fn diff_map<K: Ord + Clone + std::hash::Hash, V: Clone + PartialEq>(
     keys: HashSet<K>,
     current: &BTreeMap<K, V>,
@@ -246,19 +249,29 @@ fn diff_map<K: Ord + Clone + std::hash::Hash, V: Clone + PartialEq>(
     upserted: &mut BTreeMap<K, V>,
     removed: &mut BTreeSet<K>,
 ) {
+    let mut keys: Vec<K> = keys.into_iter().collect();
+    keys.sort_unstable();
+    let mut changed: Vec<(K, V)> = Vec::new();
     for k in keys {
         match (current.get(&k), emitted.get(&k)) {
             (Some(c), Some(e)) if c == e => {}
-            (Some(c), _) => {
-                upserted.insert(k.clone(), c.clone());
-                emitted.insert(k, c.clone());
-            }
+            (Some(c), _) => changed.push((k, c.clone())),
             (None, Some(_)) => {
                 emitted.remove(&k);
                 removed.insert(k);
             }
             (None, None) => {}
         }
+    }
+    if emitted.is_empty() {
+        *emitted = changed.iter().cloned().collect();
+    } else {
+        emitted.extend(changed.iter().cloned());
+    }
+    if upserted.is_empty() {
+        *upserted = changed.into_iter().collect();
+    } else {
+        upserted.extend(changed);
     }
 }
 

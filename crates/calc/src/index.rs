@@ -2,12 +2,16 @@
 //! selector matches, and which active selectors each item matches, kept
 //! up to date incrementally.
 //!
-//! Cost model: adding or relabelling an item evaluates it against the
-//! active selectors that could match it — the unscoped ones plus those
-//! scoped to the item's namespace — and nothing else; adding a selector
-//! evaluates it against the items in its scope. Nothing is ever evaluated
-//! pairwise across everything (Calico's `labelindex` has the same shape).
-//! Every evaluation is counted, so tests can assert the cost.
+//! Cost model: every selector gets a [`Guard`] — a label condition all its
+//! matches meet (`app == "x"`, `app in {…}`, `has(app)`, or the namespace
+//! scope the calculation attached) — and items are indexed by label key
+//! and value. Adding or relabelling an item evaluates it only against the
+//! selectors whose guard its labels meet plus the unguarded ones; adding a
+//! selector evaluates it only against the items meeting its guard. With
+//! equality selectors (the common case) both are proportional to the
+//! matches, not to everything: nothing is evaluated pairwise across all
+//! items and selectors (Calico's `labelindex` has the same shape). Every
+//! evaluation is counted, so tests can assert the cost.
 //!
 //! Selectors are interned by canonical form and reference-counted: the
 //! first `acquire` evaluates, later ones only count, the last `release`
@@ -18,7 +22,8 @@ use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::Arc;
 
-use crate::labels::{Labels, namespace_of};
+use crate::guard::Guard;
+use crate::labels::Labels;
 use crate::selectors::ScopedSelector;
 
 /// An interned selector of one index.
@@ -27,6 +32,7 @@ pub(crate) struct SelId(u32);
 
 struct SelSlot {
     selector: ScopedSelector,
+    guard: Guard,
     refs: u32,
     matches: HashSet<u32>,
 }
@@ -34,22 +40,28 @@ struct SelSlot {
 struct ItemSlot<K> {
     key: K,
     labels: Labels,
-    namespace: Option<Arc<str>>,
     matches: HashSet<SelId>,
 }
+
+/// Label key → label value → entries.
+type ByLabel<T> = HashMap<Box<str>, HashMap<Box<str>, HashSet<T>>>;
 
 /// A selector-to-item index over items keyed by `K`.
 pub(crate) struct LabelIndex<K> {
     sels: Vec<Option<SelSlot>>,
     free_sels: Vec<u32>,
     sel_ids: HashMap<Box<str>, SelId>,
-    unscoped: HashSet<SelId>,
-    by_namespace: HashMap<Arc<str>, HashSet<SelId>>,
+    /// Selectors without a guard: candidates for every item.
+    unguarded: HashSet<SelId>,
+    /// Selectors guarded by a label value, under each value they accept.
+    guarded_by_value: ByLabel<SelId>,
+    /// Selectors guarded by a label's presence.
+    guarded_by_key: HashMap<Box<str>, HashSet<SelId>>,
     items: Vec<Option<ItemSlot<K>>>,
     free_items: Vec<u32>,
     item_ids: HashMap<K, u32>,
-    /// Items by the value of their namespace label (`None`: no label).
-    items_by_namespace: HashMap<Option<Arc<str>>, HashSet<u32>>,
+    /// Items by each of their labels.
+    items_by_label: ByLabel<u32>,
     /// Selector evaluations performed so far.
     pub evaluations: u64,
 }
@@ -61,18 +73,47 @@ pub(crate) struct MatchChange {
     pub added: bool,
 }
 
+/// Adds `entry` under `key`/`value`.
+fn post<T: Eq + Hash>(map: &mut ByLabel<T>, key: &str, value: &str, entry: T) {
+    let values = match map.get_mut(key) {
+        Some(v) => v,
+        None => map.entry(key.into()).or_default(),
+    };
+    match values.get_mut(value) {
+        Some(set) => set.insert(entry),
+        None => values.entry(value.into()).or_default().insert(entry),
+    };
+}
+
+/// Removes `entry` from under `key`/`value`, dropping emptied levels.
+fn unpost<T: Eq + Hash>(map: &mut ByLabel<T>, key: &str, value: &str, entry: &T) {
+    let Some(values) = map.get_mut(key) else {
+        return;
+    };
+    if let Some(set) = values.get_mut(value) {
+        set.remove(entry);
+        if set.is_empty() {
+            values.remove(value);
+        }
+    }
+    if values.is_empty() {
+        map.remove(key);
+    }
+}
+
 impl<K: Clone + Eq + Hash> LabelIndex<K> {
     pub fn new() -> LabelIndex<K> {
         LabelIndex {
             sels: Vec::new(),
             free_sels: Vec::new(),
             sel_ids: HashMap::new(),
-            unscoped: HashSet::new(),
-            by_namespace: HashMap::new(),
+            unguarded: HashSet::new(),
+            guarded_by_value: HashMap::new(),
+            guarded_by_key: HashMap::new(),
             items: Vec::new(),
             free_items: Vec::new(),
             item_ids: HashMap::new(),
-            items_by_namespace: HashMap::new(),
+            items_by_label: HashMap::new(),
             evaluations: 0,
         }
     }
@@ -89,8 +130,53 @@ impl<K: Clone + Eq + Hash> LabelIndex<K> {
             .expect("item slots in match sets are live")
     }
 
+    /// The items that meet `guard`.
+    fn items_meeting(&self, guard: &Guard) -> Vec<u32> {
+        match guard {
+            Guard::Values { key, values } => {
+                let Some(by_value) = self.items_by_label.get(key) else {
+                    return Vec::new();
+                };
+                values
+                    .iter()
+                    .filter_map(|v| by_value.get(v))
+                    .flatten()
+                    .copied()
+                    .collect()
+            }
+            Guard::Has { key } => self
+                .items_by_label
+                .get(key)
+                .into_iter()
+                .flat_map(|by_value| by_value.values().flatten().copied())
+                .collect(),
+            Guard::Unguarded => self.item_ids.values().copied().collect(),
+        }
+    }
+
+    /// The selectors whose guard `labels` meet.
+    fn selectors_met_by(&self, labels: &Labels) -> Vec<SelId> {
+        let mut out: Vec<SelId> = self.unguarded.iter().copied().collect();
+        if self.guarded_by_value.is_empty() && self.guarded_by_key.is_empty() {
+            return out;
+        }
+        for (k, v) in labels.iter() {
+            if let Some(set) = self
+                .guarded_by_value
+                .get(k.as_str())
+                .and_then(|by_value| by_value.get(v.as_str()))
+            {
+                out.extend(set.iter().copied());
+            }
+            if let Some(set) = self.guarded_by_key.get(k.as_str()) {
+                out.extend(set.iter().copied());
+            }
+        }
+        out
+    }
+
     /// Interns `selector` (one more reference). On the first reference the
-    /// selector is evaluated against the items in its scope.
+    /// selector is evaluated against the items meeting its guard.
     pub fn acquire(&mut self, selector: &ScopedSelector) -> SelId {
         if let Some(&id) = self.sel_ids.get(selector.selector.canonical()) {
             if let Some(slot) = self.sels[id.0 as usize].as_mut() {
@@ -105,16 +191,11 @@ impl<K: Clone + Eq + Hash> LabelIndex<K> {
                 SelId(u32::try_from(self.sels.len() - 1).expect("fewer than 2^32 selectors"))
             }
         };
-        let candidates: Vec<u32> = match &selector.namespace {
-            Some(ns) => self
-                .items_by_namespace
-                .get(&Some(ns.clone()))
-                .map(|s| s.iter().copied().collect())
-                .unwrap_or_default(),
-            None => self.item_ids.values().copied().collect(),
-        };
+        let guard = Guard::of(selector, |key| {
+            self.items_by_label.get(key).map_or(0, HashMap::len)
+        });
         let mut matches = HashSet::new();
-        for slot in candidates {
+        for slot in self.items_meeting(&guard) {
             self.evaluations += 1;
             let item = self.items[slot as usize]
                 .as_mut()
@@ -124,18 +205,27 @@ impl<K: Clone + Eq + Hash> LabelIndex<K> {
                 matches.insert(slot);
             }
         }
-        match &selector.namespace {
-            Some(ns) => {
-                self.by_namespace.entry(ns.clone()).or_default().insert(id);
+        match &guard {
+            Guard::Values { key, values } => {
+                for v in values {
+                    post(&mut self.guarded_by_value, key, v, id);
+                }
             }
-            None => {
-                self.unscoped.insert(id);
+            Guard::Has { key } => {
+                self.guarded_by_key
+                    .entry(key.clone())
+                    .or_default()
+                    .insert(id);
+            }
+            Guard::Unguarded => {
+                self.unguarded.insert(id);
             }
         }
         self.sel_ids
             .insert(selector.selector.canonical().into(), id);
         self.sels[id.0 as usize] = Some(SelSlot {
             selector: selector.clone(),
+            guard,
             refs: 1,
             matches,
         });
@@ -160,17 +250,22 @@ impl<K: Clone + Eq + Hash> LabelIndex<K> {
                 i.matches.remove(&id);
             }
         }
-        match &slot.selector.namespace {
-            Some(ns) => {
-                if let Some(set) = self.by_namespace.get_mut(ns) {
+        match &slot.guard {
+            Guard::Values { key, values } => {
+                for v in values {
+                    unpost(&mut self.guarded_by_value, key, v, &id);
+                }
+            }
+            Guard::Has { key } => {
+                if let Some(set) = self.guarded_by_key.get_mut(key) {
                     set.remove(&id);
                     if set.is_empty() {
-                        self.by_namespace.remove(ns);
+                        self.guarded_by_key.remove(key);
                     }
                 }
             }
-            None => {
-                self.unscoped.remove(&id);
+            Guard::Unguarded => {
+                self.unguarded.remove(&id);
             }
         }
         self.sel_ids.remove(slot.selector.selector.canonical());
@@ -194,12 +289,22 @@ impl<K: Clone + Eq + Hash> LabelIndex<K> {
     /// Adds or relabels an item and reports the selectors it started or
     /// stopped matching. Unchanged labels cost nothing.
     pub fn upsert(&mut self, key: &K, labels: &Labels) -> Vec<MatchChange> {
-        let namespace: Option<Arc<str>> = namespace_of(labels).map(Arc::from);
         let slot = match self.item_ids.get(key) {
             Some(&slot) => {
                 let item = self.item(slot);
                 if Arc::ptr_eq(&item.labels, labels) || *item.labels == **labels {
                     return Vec::new();
+                }
+                let old = item.labels.clone();
+                for (k, v) in old.iter() {
+                    if labels.get(k) != Some(v) {
+                        unpost(&mut self.items_by_label, k, v, &slot);
+                    }
+                }
+                for (k, v) in labels.iter() {
+                    if old.get(k) != Some(v) {
+                        post(&mut self.items_by_label, k, v, slot);
+                    }
                 }
                 slot
             }
@@ -214,44 +319,17 @@ impl<K: Clone + Eq + Hash> LabelIndex<K> {
                 self.items[slot as usize] = Some(ItemSlot {
                     key: key.clone(),
                     labels: labels.clone(),
-                    namespace: namespace.clone(),
                     matches: HashSet::new(),
                 });
                 self.item_ids.insert(key.clone(), slot);
-                self.items_by_namespace
-                    .entry(namespace.clone())
-                    .or_default()
-                    .insert(slot);
+                for (k, v) in labels.iter() {
+                    post(&mut self.items_by_label, k, v, slot);
+                }
                 slot
             }
         };
-        // Move between namespace buckets if the namespace label changed.
-        let old_ns = self.item(slot).namespace.clone();
-        if old_ns != namespace {
-            if let Some(set) = self.items_by_namespace.get_mut(&old_ns) {
-                set.remove(&slot);
-                if set.is_empty() {
-                    self.items_by_namespace.remove(&old_ns);
-                }
-            }
-            self.items_by_namespace
-                .entry(namespace.clone())
-                .or_default()
-                .insert(slot);
-        }
-        let candidates: Vec<SelId> = self
-            .unscoped
-            .iter()
-            .chain(
-                namespace
-                    .as_ref()
-                    .and_then(|ns| self.by_namespace.get(ns))
-                    .into_iter()
-                    .flatten(),
-            )
-            .copied()
-            .collect();
-        let mut now = HashSet::with_capacity(candidates.len() / 4);
+        let candidates = self.selectors_met_by(labels);
+        let mut now = HashSet::with_capacity(candidates.len());
         for id in candidates {
             self.evaluations += 1;
             if self.sel(id).selector.selector.matches(&**labels) {
@@ -285,7 +363,6 @@ impl<K: Clone + Eq + Hash> LabelIndex<K> {
             .expect("the slot was just looked up");
         item.matches = now;
         item.labels = labels.clone();
-        item.namespace = namespace;
         changes
     }
 
@@ -297,11 +374,8 @@ impl<K: Clone + Eq + Hash> LabelIndex<K> {
         let item = self.items[slot as usize]
             .take()
             .expect("indexed item slots are live");
-        if let Some(set) = self.items_by_namespace.get_mut(&item.namespace) {
-            set.remove(&slot);
-            if set.is_empty() {
-                self.items_by_namespace.remove(&item.namespace);
-            }
+        for (k, v) in item.labels.iter() {
+            unpost(&mut self.items_by_label, k, v, &slot);
         }
         for id in &item.matches {
             if let Some(sel) = self.sels[id.0 as usize].as_mut() {

@@ -22,6 +22,7 @@ pub mod config;
 pub mod delta;
 mod engine;
 pub mod explain;
+mod guard;
 pub mod ids;
 mod index;
 pub mod labels;
