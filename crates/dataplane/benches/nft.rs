@@ -30,9 +30,9 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use nft_support::TestNetns;
 use nft_support::layout;
 use tortie_dataplane::nft::{Family, NftSocket, Reconciler, TableId};
+use tortie_testkit::TestNetns;
 
 struct Scale {
     endpoints: usize,
@@ -226,7 +226,7 @@ fn main() -> Result<()> {
     );
 
     // tortie
-    let ns = TestNetns::new()?;
+    let ns = TestNetns::new("nftbench")?;
     let mut rec = ns.run(|| Reconciler::open(TableId::new(Family::Inet, "tortie")))??;
     build(&mut rec, &s);
     let t0 = Instant::now();
@@ -278,7 +278,7 @@ fn main() -> Result<()> {
     drop(ns);
 
     // nft
-    let ns = TestNetns::new()?;
+    let ns = TestNetns::new("nftbench")?;
     let text = nft_text(&s);
     let t = Instant::now();
     ns.nft_script(&text)?;

@@ -11,17 +11,14 @@
 //! resync (the dump of every route) at that size. Each is run `RUNS` times;
 //! the table shows the median and its ratio to the pipelined install.
 
-#[path = "../tests/kernel_support/mod.rs"]
-mod kernel_support;
-
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use ipnet::IpNet;
-use kernel_support::{TestNetns, veth};
 use tortie_dataplane::netlink::AckMode;
 use tortie_dataplane::routes::{Route, RouteConfig, RouteKey, RouteReconciler, RouteTarget};
+use tortie_testkit::TestNetns;
 
 const N: u32 = 100_000;
 const RUNS: usize = 3;
@@ -42,8 +39,8 @@ fn route(i: u32) -> Route {
 }
 
 fn namespace() -> Result<TestNetns> {
-    let ns = TestNetns::create("bench")?;
-    veth(&ns, DEV, "peer0")?;
+    let ns = TestNetns::new("bench")?;
+    ns.veth_up(DEV, &ns, "peer0")?;
     Ok(ns)
 }
 
@@ -56,7 +53,6 @@ struct ReconcilerRun {
 
 fn reconciler_run(ack: AckMode) -> Result<ReconcilerRun> {
     let ns = namespace()?;
-    let name = ns.name.clone();
     let run = ns
         .block_on(move || async move {
             let config = RouteConfig {
@@ -92,9 +88,7 @@ fn reconciler_run(ack: AckMode) -> Result<ReconcilerRun> {
             })
         })?
         .map_err(anyhow::Error::msg)?;
-    let listed = kernel_support::run(
-        std::process::Command::new("ip").args(["-n", &name, "route", "show", "proto", "80"]),
-    )?;
+    let listed = ns.ip(&["route", "show", "proto", "80"])?;
     let count = listed.lines().count();
     if count != (N + SINGLE_ADDS) as usize {
         bail!("the kernel holds {count} routes");
@@ -117,7 +111,7 @@ fn ip_batch_run() -> Result<Duration> {
         }
     }
     let start = Instant::now();
-    let out = ns.ip_batch(&file);
+    let out = ns.ip(&["-batch", &file.to_string_lossy()]);
     let took = start.elapsed();
     let _ = std::fs::remove_file(&file);
     out?;

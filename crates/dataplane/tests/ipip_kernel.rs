@@ -4,16 +4,14 @@
 //! machine has no IPIP, so here the answer is "unsupported"; a kernel with
 //! IPIP answers "supported" and has `tunl0`.)
 
-mod kernel_support;
-
 use anyhow::{Result, ensure};
-use kernel_support::TestNetns;
 use tortie_dataplane::ipip::{self, IpipSupport};
 use tortie_dataplane::netlink::RtSocket;
+use tortie_testkit::TestNetns;
 
 #[test]
 fn root_ipip_probe_tells_the_truth() -> Result<()> {
-    let ns = TestNetns::create("ipip")?;
+    let ns = TestNetns::new("ipip")?;
     let support = ns.block_on(|| async {
         let mut socket = RtSocket::open()?;
         ipip::probe(&mut socket).await

@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail, ensure};
 use ipnet::IpNet;
-use kernel_support::{TestNetns, veth, wait_for};
+use kernel_support::wait_for;
 use tokio::sync::mpsc;
 use tortie_dataplane::links::{
     InterfaceEvent, InterfaceStatus, LinkConfig, LinkReconciler, LinkUpdate,
 };
+use tortie_testkit::TestNetns;
 
 const WORKLOAD: &str = "cali0123456789b";
 const PEER: &str = "pod0";
@@ -83,7 +84,7 @@ fn sysctl_is(ns: &TestNetns, name: &str, want: &str) -> Result<Option<()>> {
 
 #[test]
 fn root_links_sysctls_and_interface_events() -> Result<()> {
-    let ns = TestNetns::create("links")?;
+    let ns = TestNetns::new("links")?;
     let default_rp = ns.sysctl("net.ipv4.conf.default.rp_filter")?;
     let (updates, events, handle) = start(&ns)?;
     expect_event(&events, "lo", InterfaceStatus::Up)?;
@@ -95,7 +96,7 @@ fn root_links_sysctls_and_interface_events() -> Result<()> {
 
     // A workload interface appears and comes up.
     let created = Instant::now();
-    veth(&ns, WORKLOAD, PEER)?;
+    ns.veth_up(WORKLOAD, &ns, PEER)?;
     let up = expect_event(&events, WORKLOAD, InterfaceStatus::Up)?;
     println!("up event {:?} after creation", created.elapsed());
     ensure!(up.index > 0);

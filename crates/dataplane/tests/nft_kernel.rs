@@ -12,7 +12,7 @@ mod nft_support;
 
 use anyhow::{Context, Result, ensure};
 use nft_support::layout::{self, SEL4, TO_WL};
-use nft_support::{TestNetns, chain_rules, objects};
+use nft_support::{chain_rules, objects};
 use serde_json::Value;
 use tortie_dataplane::nft::expr::{CmpOp, MetaKey};
 use tortie_dataplane::nft::model::ifname_bytes;
@@ -21,6 +21,7 @@ use tortie_dataplane::nft::{
     BaseChain, Chain, ChainType, Data, Expr, Family, Hook, Item, Key, KeyField, NftSocket, Policy,
     Reconciler, Reg, Rule, SetSpec, TableId, Verdict,
 };
+use tortie_testkit::TestNetns;
 
 fn table() -> TableId {
     TableId::new(Family::Inet, "tortie")
@@ -105,7 +106,7 @@ fn assert_converged(rec: &mut Reconciler<NftSocket>) -> Result<()> {
 
 #[test]
 fn installs_a_ruleset_that_nft_lists_as_modelled_needs_root() -> Result<()> {
-    let ns = TestNetns::new()?;
+    let ns = TestNetns::new("nft")?;
     let mut rec = open(&ns)?;
     small_ruleset(&mut rec);
     let report = rec.apply()?;
@@ -153,7 +154,7 @@ fn installs_a_ruleset_that_nft_lists_as_modelled_needs_root() -> Result<()> {
 
 #[test]
 fn set_elements_change_without_touching_rules_needs_root() -> Result<()> {
-    let ns = TestNetns::new()?;
+    let ns = TestNetns::new("nft")?;
     let mut rec = open(&ns)?;
     small_ruleset(&mut rec);
     rec.apply()?;
@@ -219,7 +220,7 @@ fn numbered(n: usize) -> Rule {
 
 #[test]
 fn a_rule_edit_in_a_long_chain_is_one_message_needs_root() -> Result<()> {
-    let ns = TestNetns::new()?;
+    let ns = TestNetns::new("nft")?;
     let mut rec = open(&ns)?;
     let mut rules: Vec<Rule> = (0..50).map(numbered).collect();
     rec.desired_mut()
@@ -268,7 +269,7 @@ fn a_rule_edit_in_a_long_chain_is_one_message_needs_root() -> Result<()> {
 
 #[test]
 fn drift_is_repaired_and_foreign_tables_survive_needs_root() -> Result<()> {
-    let ns = TestNetns::new()?;
+    let ns = TestNetns::new("nft")?;
     ns.nft_script(
         "table ip foreign {\n\
            set s { type ipv4_addr; elements = { 192.0.2.1 } }\n\
@@ -341,7 +342,7 @@ fn drift_is_repaired_and_foreign_tables_survive_needs_root() -> Result<()> {
 
 #[test]
 fn a_generation_gated_resync_reads_only_after_a_change_needs_root() -> Result<()> {
-    let ns = TestNetns::new()?;
+    let ns = TestNetns::new("nft")?;
     let mut rec = open(&ns)?;
     small_ruleset(&mut rec);
     rec.apply()?;
@@ -364,7 +365,7 @@ fn a_generation_gated_resync_reads_only_after_a_change_needs_root() -> Result<()
 
 #[test]
 fn a_plain_concatenated_set_holds_exact_elements_needs_root() -> Result<()> {
-    let ns = TestNetns::new()?;
+    let ns = TestNetns::new("nft")?;
     let mut rec = open(&ns)?;
     let spec = SetSpec::plain(vec![KeyField::IPV4_ADDR, KeyField::INET_SERVICE]);
     rec.desired_mut().put_set("addr-port", spec);
@@ -391,7 +392,7 @@ fn a_plain_concatenated_set_holds_exact_elements_needs_root() -> Result<()> {
 
 #[test]
 fn a_restarted_reconciler_takes_the_table_over_in_place_needs_root() -> Result<()> {
-    let ns = TestNetns::new()?;
+    let ns = TestNetns::new("nft")?;
     let mut first = open(&ns)?;
     small_ruleset(&mut first);
     first.apply()?;
@@ -420,7 +421,7 @@ fn a_restarted_reconciler_takes_the_table_over_in_place_needs_root() -> Result<(
 
 #[test]
 fn refused_items_stay_pending_without_blocking_the_rest_needs_root() -> Result<()> {
-    let ns = TestNetns::new()?;
+    let ns = TestNetns::new("nft")?;
     let mut rec = open(&ns)?;
     small_ruleset(&mut rec);
     // The kernel has no meta key 200: this chain is refused.
@@ -493,7 +494,7 @@ fn refused_items_stay_pending_without_blocking_the_rest_needs_root() -> Result<(
 
 #[test]
 fn a_jump_loop_is_refused_without_blocking_the_rest_needs_root() -> Result<()> {
-    let ns = TestNetns::new()?;
+    let ns = TestNetns::new("nft")?;
     let mut rec = open(&ns)?;
     small_ruleset(&mut rec);
     rec.apply()?;
@@ -526,7 +527,7 @@ fn a_jump_loop_is_refused_without_blocking_the_rest_needs_root() -> Result<()> {
 
 #[test]
 fn a_set_whose_shape_changes_is_recreated_with_its_users_needs_root() -> Result<()> {
-    let ns = TestNetns::new()?;
+    let ns = TestNetns::new("nft")?;
     let mut rec = open(&ns)?;
     let r = rec.desired_mut();
     r.put_set("ports", SetSpec::plain(vec![KeyField::INET_SERVICE]));
@@ -588,7 +589,7 @@ fn a_set_whose_shape_changes_is_recreated_with_its_users_needs_root() -> Result<
 
 #[test]
 fn interval_sets_hold_adjacent_and_open_ranges_needs_root() -> Result<()> {
-    let ns = TestNetns::new()?;
+    let ns = TestNetns::new("nft")?;
     let mut rec = open(&ns)?;
     let r = rec.desired_mut();
     r.put_set("nets", SetSpec::interval(vec![KeyField::IPV4_ADDR]));
@@ -623,7 +624,7 @@ fn interval_sets_hold_adjacent_and_open_ranges_needs_root() -> Result<()> {
 
 #[test]
 fn a_base_chain_policy_changes_in_place_needs_root() -> Result<()> {
-    let ns = TestNetns::new()?;
+    let ns = TestNetns::new("nft")?;
     let mut rec = open(&ns)?;
     let base = |policy| {
         Chain::base(
@@ -675,7 +676,7 @@ fn a_base_chain_policy_changes_in_place_needs_root() -> Result<()> {
 
 #[test]
 fn removing_everything_leaves_an_empty_table_needs_root() -> Result<()> {
-    let ns = TestNetns::new()?;
+    let ns = TestNetns::new("nft")?;
     let mut rec = open(&ns)?;
     small_ruleset(&mut rec);
     rec.apply()?;

@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use nft_support::layout;
-use nft_support::{TestNetns, veth};
 use tortie_dataplane::nft::rules::{self};
 use tortie_dataplane::nft::{Chain, Family, NftSocket, Reconciler, Rule, TableId, Verdict};
+use tortie_testkit::TestNetns;
 
 const W1: &str = "10.65.1.2";
 const W2: &str = "10.65.2.2";
@@ -37,16 +37,15 @@ struct Topology {
 
 fn topology() -> Result<Topology> {
     let t = Topology {
-        host: TestNetns::new()?,
-        w1: TestNetns::new()?,
-        w2: TestNetns::new()?,
-        w3: TestNetns::new()?,
+        host: TestNetns::new("nftpkt")?,
+        w1: TestNetns::new("nftpkt")?,
+        w2: TestNetns::new("nftpkt")?,
+        w3: TestNetns::new("nftpkt")?,
     };
-    t.host
-        .exec(&["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])?;
+    t.host.set_sysctl("net.ipv4.ip_forward", "1")?;
     for (n, w) in [(1, &t.w1), (2, &t.w2), (3, &t.w3)] {
         let cali = format!("cali{n}");
-        veth(&t.host, &cali, w, "eth0")?;
+        t.host.veth_up(&cali, w, "eth0")?;
         t.host
             .ip(&["addr", "add", &format!("10.65.{n}.1/24"), "dev", &cali])?;
         w.ip(&["addr", "add", &format!("10.65.{n}.2/24"), "dev", "eth0"])?;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use ipnet::IpNet;
-use kernel_support::{TestNetns, routes_to, veth, wait_for};
+use kernel_support::{routes_to, wait_for};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tortie_dataplane::driver;
@@ -24,6 +24,7 @@ use tortie_dataplane::links::{InterfaceEvent, InterfaceStatus};
 use tortie_dataplane::routes::{
     Route, RouteConfig, RouteKey, RouteOwnership, RouteReconciler, RouteTarget, RouteUpdate,
 };
+use tortie_testkit::TestNetns;
 
 const WORKLOAD: &str = "cali0123456789a";
 const WORKLOAD_PEER: &str = "pod0";
@@ -93,9 +94,9 @@ fn dsts(routes: &[Value]) -> BTreeSet<String> {
 
 /// A namespace with a workload veth and a parent interface `eth0`.
 fn node() -> Result<TestNetns> {
-    let ns = TestNetns::create("routes")?;
-    veth(&ns, WORKLOAD, WORKLOAD_PEER)?;
-    veth(&ns, "eth0", "eth0peer")?;
+    let ns = TestNetns::new("routes")?;
+    ns.veth_up(WORKLOAD, &ns, WORKLOAD_PEER)?;
+    ns.veth_up("eth0", &ns, "eth0peer")?;
     ns.ip(&["addr", "add", "192.168.50.1/24", "dev", "eth0"])?;
     ns.ip(&["-6", "addr", "add", "fd00:50::1/64", "dev", "eth0", "nodad"])?;
     Ok(ns)
@@ -258,7 +259,7 @@ fn root_routes_install_a_mix_and_repair_drift() -> Result<()> {
 
 #[test]
 fn root_routes_wait_for_their_interface() -> Result<()> {
-    let ns = TestNetns::create("pending")?;
+    let ns = TestNetns::new("pending")?;
     let (tx, handle) = start(&ns, config())?;
     tx.blocking_send(RouteUpdate::Set(dev("10.65.1.5/32", WORKLOAD)))?;
     tx.blocking_send(RouteUpdate::Set(dev("fd00:65::1:5/128", WORKLOAD)))?;
@@ -268,7 +269,7 @@ fn root_routes_wait_for_their_interface() -> Result<()> {
     ensure!(ours(&ns)?.is_empty(), "installed without an interface");
 
     // The interface appears: installed by the next resync.
-    veth(&ns, WORKLOAD, WORKLOAD_PEER)?;
+    ns.veth_up(WORKLOAD, &ns, WORKLOAD_PEER)?;
     let ((), took) = wait_for(
         "installed once the interface exists",
         Duration::from_secs(3),
@@ -323,7 +324,7 @@ fn root_routes_wait_for_their_interface() -> Result<()> {
     wait_for("gone with the interface", Duration::from_secs(3), || {
         Ok(ours(&ns)?.is_empty().then_some(()))
     })?;
-    veth(&ns, WORKLOAD, WORKLOAD_PEER)?;
+    ns.veth_up(WORKLOAD, &ns, WORKLOAD_PEER)?;
     wait_for(
         "back on the new interface",
         Duration::from_secs(3),
@@ -368,7 +369,7 @@ fn root_routes_one_refusal_does_not_block_a_batch() -> Result<()> {
 fn root_routes_bulk_100k() -> Result<()> {
     const N: u32 = 100_000;
     let ns = node()?;
-    let name = ns.name.clone();
+    let name = ns.name().to_string();
     let (install, resync, remove) = ns
         .block_on(move || async move {
             let mut r = RouteReconciler::open(config()).map_err(|e| e.to_string())?;
@@ -383,11 +384,12 @@ fn root_routes_bulk_100k() -> Result<()> {
             if report.applied != N as usize || report.failed != 0 {
                 return Err(format!("{report:?}"));
             }
-            let listed = std::process::Command::new("ip")
-                .args(["-n", &name, "route", "show", "proto", "80"])
-                .output()
-                .map_err(|e| e.to_string())?;
-            let count = String::from_utf8_lossy(&listed.stdout).lines().count();
+            let listed = tortie_testkit::run_command(
+                std::process::Command::new("ip")
+                    .args(["-n", &name, "route", "show", "proto", "80"]),
+            )
+            .map_err(|e| format!("{e:#}"))?;
+            let count = listed.lines().count();
             if count != N as usize {
                 return Err(format!("the kernel holds {count} of our routes"));
             }

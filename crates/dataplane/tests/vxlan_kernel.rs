@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use ipnet::IpNet;
-use kernel_support::{TestNetns, routes_to, wait_for};
+use kernel_support::{routes_to, wait_for};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
@@ -31,6 +31,7 @@ use tortie_dataplane::routes::{
 use tortie_dataplane::vxlan::{
     DEVICE_V4, DEVICE_V6, Vtep, VxlanConfig, VxlanDevice, VxlanReconciler, VxlanUpdate,
 };
+use tortie_testkit::TestNetns;
 
 /// One node's addressing.
 #[derive(Clone, Copy)]
@@ -160,12 +161,10 @@ impl Node {
 /// Builds a node on the bridge of `dc` with a pod, and starts its
 /// reconcilers.
 fn node(dc: &TestNetns, tag: &str, me: Plan) -> Result<Node> {
-    let ns = TestNetns::create(tag)?;
-    let pod = TestNetns::create(&format!("{tag}pod"))?;
+    let ns = TestNetns::new(tag)?;
+    let pod = TestNetns::new(&format!("{tag}pod"))?;
     let dc_end = format!("to{tag}");
-    dc.ip(&[
-        "link", "add", &dc_end, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
-    ])?;
+    dc.veth(&dc_end, &ns, "eth0")?;
     dc.ip(&["link", "set", &dc_end, "master", "br0", "up"])?;
     ns.ip(&["addr", "add", &format!("{}/24", me.node_ip), "dev", "eth0"])?;
     ns.ip(&[
@@ -199,18 +198,7 @@ fn node(dc: &TestNetns, tag: &str, me: Plan) -> Result<Node> {
         "lo",
     ])?;
     // The IPv4 pod, plumbed as the CNI plugin does.
-    ns.ip(&[
-        "link",
-        "add",
-        me.workload,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &pod.name,
-    ])?;
+    ns.veth(me.workload, &pod, "eth0")?;
     ns.ip(&[
         "link",
         "set",
@@ -442,18 +430,18 @@ fn dump_state(nodes: &[&Node]) {
         ] {
             eprintln!(
                 "{} ip {args:?}:\n{}",
-                n.ns.name,
+                n.ns.name(),
                 n.ns.ip(args).unwrap_or_default()
             );
         }
         eprintln!(
             "{} pod routes:\n{}",
-            n.pod.name,
+            n.pod.name(),
             n.pod.ip(&["route"]).unwrap_or_default()
         );
         eprintln!(
             "{} pod neighbours:\n{}",
-            n.pod.name,
+            n.pod.name(),
             n.pod.ip(&["neigh"]).unwrap_or_default()
         );
     }
@@ -470,7 +458,7 @@ fn both_ways(a: &Node, b: &Node) -> Result<Duration> {
 
 #[test]
 fn root_vxlan_pods_talk_through_the_tunnel_and_drift_is_repaired() -> Result<()> {
-    let dc = TestNetns::create("dc")?;
+    let dc = TestNetns::new("dc")?;
     dc.ip(&["link", "add", "br0", "type", "bridge"])?;
     dc.ip(&["addr", "add", "192.168.60.254/24", "dev", "br0"])?;
     dc.ip(&["link", "set", "br0", "up"])?;
@@ -530,9 +518,8 @@ fn root_vxlan_pods_talk_through_the_tunnel_and_drift_is_repaired() -> Result<()>
     println!("pods talk through the tunnel (slowest exchange {took:?})");
 
     // Drift: FDB entry deleted.
-    kernel_support::run(std::process::Command::new("bridge").args([
-        "-n",
-        &a.ns.name,
+    a.ns.exec(&[
+        "bridge",
         "fdb",
         "del",
         &mac_str(B.mac),
@@ -541,7 +528,7 @@ fn root_vxlan_pods_talk_through_the_tunnel_and_drift_is_repaired() -> Result<()>
         "self",
         "dst",
         B.node_ip,
-    ]))?;
+    ])?;
     let ((), took) = wait_for("FDB entry back", Duration::from_secs(3), || {
         Ok(fdb_has(&a.ns, DEVICE_V4, B.mac, B.node_ip)?.then_some(()))
     })?;

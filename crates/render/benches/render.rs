@@ -19,9 +19,6 @@
 //! Criterion (pure, no root): rendering one endpoint added and removed on
 //! top of the full state, against rendering an empty delta.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -32,6 +29,7 @@ use tortie_dataplane::nft::{NftSocket, Reconciler, Ruleset};
 use tortie_model::endpoint::{WorkloadEndpointSpec, workload_endpoint_name};
 use tortie_model::{Kind, ObjectMeta, Resource};
 use tortie_render::{PolicyRenderer, names};
+use tortie_testkit::TestNetns;
 
 const NODE: &str = "bench";
 
@@ -145,7 +143,7 @@ fn kernel(s: &Scale, parts_too: bool) -> Result<()> {
     let stats = renderer.apply(&first, &mut ruleset)?;
     let render_time = start.elapsed();
 
-    let ns = support::Netns::new()?;
+    let ns = TestNetns::new("renderbench")?;
     let mut rec: Reconciler<NftSocket> = ns.run(|| Reconciler::open(names::table()))??;
     *rec.desired_mut() = ruleset;
     let start = Instant::now();

@@ -344,7 +344,7 @@ spec:
     ensure!(
         again.messages == 0 && again.failures.is_empty(),
         "after a resync nothing differs: {again:?}\n{}",
-        lab.host.nft_list()?
+        lab.ruleset()?
     );
     Ok(())
 }

@@ -1,13 +1,16 @@
 //! Cleaning up after test processes that died without running `Drop`
 //! (killed by a CI timeout, SIGKILLed by a developer).
 //!
-//! Every cluster directory is named `tortie-etcd-<owner pid>-<random>`.
-//! A directory whose owner process no longer exists is a leftover: the
-//! etcd processes still running from it (found by their command line,
-//! which names the directory) are SIGKILLed and the directory removed.
-//! A directory whose owner PID exists is left alone, even if the PID was
-//! reused by another program: better to keep garbage than to kill a
-//! running test's etcd.
+//! Everything the kit creates carries its owner's PID in its name,
+//! `<prefix><owner pid>-…`: cluster directories
+//! (`tortie-etcd-<pid>-<random>`) and network namespaces
+//! (`tortie-test-<pid>-<n>-<tag>`). One whose owner process no longer
+//! exists is a leftover. For a cluster directory, the etcd processes still
+//! running from it (found by their command line, which names the
+//! directory) are SIGKILLed and the directory removed; a namespace is
+//! deleted. One whose owner PID exists is left alone, even if the PID was
+//! reused by another program: better to keep garbage than to break a
+//! running test.
 
 use std::path::Path;
 use std::process::Command;
@@ -25,15 +28,7 @@ pub(crate) fn sweep(base: &Path) {
         return;
     };
     for entry in entries.filter_map(Result::ok) {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(owner) = name
-            .strip_prefix(DIR_PREFIX)
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if Path::new(&format!("/proc/{owner}")).exists() {
+        if !owner_is_gone(&entry.file_name().to_string_lossy(), DIR_PREFIX) {
             continue;
         }
         let dir = entry.path();
@@ -57,6 +52,44 @@ pub(crate) fn sweep(base: &Path) {
             );
         }
     }
+}
+
+/// Deletes the network namespaces under `dir` (`/var/run/netns`) named
+/// `<prefix><pid>-…` whose owner is gone; failures are reported on stderr
+/// only.
+pub(crate) fn sweep_netns(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !owner_is_gone(&name, prefix) {
+            continue;
+        }
+        eprintln!("tortie-testkit: deleting leftover network namespace {name}");
+        let deleted = run_bounded(
+            Command::new("ip").args(["netns", "del", &name]),
+            Duration::from_secs(30),
+        );
+        match deleted {
+            Ok(output) if output.status.success() => {}
+            Ok(output) => eprintln!(
+                "tortie-testkit: cannot delete network namespace {name}: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+            Err(err) => {
+                eprintln!("tortie-testkit: cannot delete network namespace {name}: {err:#}")
+            }
+        }
+    }
+}
+
+/// True if `name` is `<prefix><pid>-…` and process `pid` does not exist.
+fn owner_is_gone(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix)
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|owner| !Path::new(&format!("/proc/{owner}")).exists())
 }
 
 /// Processes whose command line mentions `dir`.
@@ -99,5 +132,14 @@ mod tests {
         assert!(alive.exists());
         assert!(unrelated.exists());
         Ok(())
+    }
+
+    #[test]
+    fn owners_are_read_from_names() {
+        let me = std::process::id();
+        assert!(owner_is_gone("p-4999999-0-x", "p-"));
+        assert!(!owner_is_gone(&format!("p-{me}-0-x"), "p-"));
+        assert!(!owner_is_gone("q-4999999-0-x", "p-"));
+        assert!(!owner_is_gone("p-notapid-0", "p-"));
     }
 }

@@ -1,4 +1,5 @@
-//! tortie-testkit: real etcd clusters for tests and benchmarks.
+//! tortie-testkit: real etcd clusters and network namespaces for tests
+//! and benchmarks.
 //!
 //! [`EtcdCluster::start`] runs `members` etcd processes on free loopback
 //! ports with their data under /dev/shm, waits until each is healthy, and
@@ -9,10 +10,15 @@
 //! [`TcpProxy`] sits between a client and a member and can swallow
 //! answers or black-hole a connection (faults a kill cannot produce).
 //!
+//! [`TestNetns`] (needs root) is a throwaway network namespace for kernel
+//! and real-packet tests: bounded `ip`/`nft`/`sysctl` commands inside it,
+//! veth pairs between two, and work run on a thread `setns`ed into it
+//! (plain, or a future on that thread's own tokio runtime).
+//!
 //! Everything started is owned: dropping the cluster SIGKILLs every process
-//! by PID, reaps it, and removes the data. Leftovers of a test process that
-//! was itself killed (so no `Drop` ran) are swept by the next
-//! [`EtcdCluster::start`].
+//! by PID, reaps it, and removes the data; dropping a namespace deletes
+//! it. Leftovers of a test process that was itself killed (so no `Drop`
+//! ran) are swept by the next [`EtcdCluster::start`] or [`TestNetns::new`].
 //!
 //! The API is blocking (a member start takes about a second). From async
 //! code that must keep running meanwhile, call it on
@@ -21,16 +27,18 @@
 //!
 //! Layout: `cluster` (the cluster and its members' lifecycle), `process`
 //! (one member process, its log and its HTTP health endpoint), `ports`,
-//! `proxy`, `tls`, `leftovers`.
+//! `proxy`, `tls`, `netns`, `leftovers`.
 
 mod cluster;
 mod leftovers;
+mod netns;
 mod ports;
 mod process;
 mod proxy;
 mod tls;
 
 pub use cluster::{EtcdCluster, EtcdOptions};
+pub use netns::{TestNetns, run_command};
 pub use proxy::{ProxyMode, TcpProxy};
 pub use tls::TlsFiles;
 

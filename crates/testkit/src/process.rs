@@ -15,6 +15,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -77,25 +78,63 @@ pub(crate) fn kill(child: &mut Child) -> Result<()> {
 /// Runs a command to completion within `timeout`, killing it if it takes
 /// longer; returns its output (the caller checks the status).
 pub(crate) fn run_bounded(command: &mut Command, timeout: Duration) -> Result<Output> {
+    run_bounded_with_input(command, None, timeout)
+}
+
+/// Like [`run_bounded`], feeding `input` (if any) on standard input.
+/// The input is written and the output read on threads while the command
+/// runs: a command that fills a pipe, or does not read its input, must
+/// still end at the deadline.
+pub(crate) fn run_bounded_with_input(
+    command: &mut Command,
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Output> {
     let mut child = command
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {command:?}"))?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        let input = input.to_vec();
+        // A write error means the command exited or was killed; its
+        // status says what happened.
+        std::thread::spawn(move || stdin.write_all(&input));
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let deadline = Instant::now() + timeout;
     loop {
-        if child.try_wait()?.is_some() {
-            return child
-                .wait_with_output()
-                .context("collecting command output");
+        if let Some(status) = child.try_wait()? {
+            return Ok(Output {
+                status,
+                stdout: stdout.join().unwrap_or_default(),
+                stderr: stderr.join().unwrap_or_default(),
+            });
         }
         if Instant::now() >= deadline {
             kill(&mut child)?;
             bail!("{command:?} did not finish within {timeout:?}");
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// Reads a pipe to its end on a thread.
+fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut pipe) = pipe {
+            // A read error ends the output early; the status still counts.
+            let _ = pipe.read_to_end(&mut buf);
+        }
+        buf
+    })
 }
 
 /// The last `lines` lines of a log file ("" if unreadable).
@@ -156,6 +195,20 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
         let output = run_bounded(Command::new("true").arg(""), Duration::from_secs(5))?;
         assert!(output.status.success());
+        Ok(())
+    }
+
+    #[test]
+    fn bounded_commands_take_input_and_give_large_output() -> Result<()> {
+        // More than a pipe buffer (64 KiB) each way.
+        let input = "x".repeat(1 << 20);
+        let output = run_bounded_with_input(
+            &mut Command::new("cat"),
+            Some(input.as_bytes()),
+            Duration::from_secs(10),
+        )?;
+        assert!(output.status.success());
+        assert_eq!(output.stdout.len(), input.len());
         Ok(())
     }
 

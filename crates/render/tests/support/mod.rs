@@ -1,8 +1,8 @@
-//! Harness of the real-packet tests and the benchmark (they need root).
+//! Harness of the real-packet tests and the benchmark (they need root),
+//! on top of `tortie_testkit::TestNetns` (throwaway namespaces deleted on
+//! drop, bounded commands inside them, work on a thread `setns`ed into
+//! them).
 //!
-//! - [`Netns`]: a throwaway network namespace named `trd-<pid>-<n>`,
-//!   deleted on drop (also when a test fails or panics); ones left by a
-//!   killed test process are swept when the next one is created.
 //! - [`Lab`]: a node as Calico plumbs it. A host namespace with an uplink
 //!   `eth0` to an `outside` namespace (its default route, which proxy ARP
 //!   needs), one namespace per pod behind a `cali…` veth (pod address /32
@@ -18,27 +18,22 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
-use nix::sched::{CloneFlags, setns};
+use anyhow::{Context, Result, ensure};
 use tortie_calc::{Calculator, Update};
 use tortie_dataplane::nft::{ApplyReport, NftSocket, Reconciler};
 use tortie_model::endpoint::{WorkloadEndpointPort, WorkloadEndpointSpec, workload_endpoint_name};
 use tortie_model::scalar::Protocol;
 use tortie_model::{Kind, ObjectMeta, Resource};
 use tortie_render::{PolicyRenderer, RenderStats, names};
+use tortie_testkit::TestNetns;
 
-const PREFIX: &str = "trd-";
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a probe waits before calling a flow denied.
 pub const DENIED_WAIT: Duration = Duration::from_millis(400);
 /// Ports every echo server listens on.
@@ -51,141 +46,15 @@ pub const OUTSIDE_V4: &str = "198.51.100.2";
 pub const HOST_V6: &str = "2001:db8:ff::1";
 pub const OUTSIDE_V6: &str = "2001:db8:ff::2";
 
-fn sweep_leftovers() {
-    let Ok(entries) = std::fs::read_dir("/var/run/netns") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix(PREFIX)
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        }
-    }
-}
-
-/// Runs a command with a time bound; fails on a non-zero exit.
-pub fn run(cmd: &mut Command) -> Result<String> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("spawn {cmd:?}"))?;
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut buf);
-            }
-            buf
-        })
-    };
-    let out = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let err = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            child.kill()?;
-            child.wait()?;
-            bail!("{cmd:?} did not finish within {COMMAND_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
-    let out = out.join().unwrap_or_default();
-    let err = err.join().unwrap_or_default();
-    ensure!(
-        status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&err).trim()
-    );
-    Ok(String::from_utf8_lossy(&out).into_owned())
-}
-
-/// A network namespace, deleted on drop.
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    pub fn new() -> Result<Netns> {
-        sweep_leftovers();
-        let name = format!(
-            "{PREFIX}{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
-        run(Command::new("ip").args(["netns", "add", &name]))?;
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"])?;
-        // No duplicate address detection: addresses are usable at once.
-        ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
-        ns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
-        // ICMP errors (port unreachable) are not rate limited.
-        ns.sysctl("net.ipv4.icmp_ratelimit", "0")?;
-        Ok(ns)
-    }
-
-    /// Runs `work` on a thread inside the namespace.
-    pub fn run<R: Send + 'static>(&self, work: impl FnOnce() -> R + Send + 'static) -> Result<R> {
-        let path = format!("/var/run/netns/{}", self.name);
-        let file = File::open(&path).with_context(|| format!("open {path}"))?;
-        let handle = std::thread::spawn(move || -> Result<R> {
-            setns(&file, CloneFlags::CLONE_NEWNET).context("setns")?;
-            Ok(work())
-        });
-        match handle.join() {
-            Ok(r) => r,
-            Err(_) => bail!("the worker in {} panicked", self.name),
-        }
-    }
-
-    pub fn exec(&self, args: &[&str]) -> Result<String> {
-        run(Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args))
-    }
-
-    pub fn ip(&self, args: &[&str]) -> Result<String> {
-        run(Command::new("ip").args(["-n", &self.name]).args(args))
-    }
-
-    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
-        self.exec(&["sysctl", "-q", "-w", &format!("{key}={value}")])
-            .map(|_| ())
-    }
-
-    /// `nft list table inet tortie` inside the namespace.
-    pub fn nft_list(&self) -> Result<String> {
-        self.exec(&["nft", "list", "table", "inet", "tortie"])
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
+/// A namespace for the lab: [`TestNetns`] with IPv6 duplicate address
+/// detection off (addresses are usable at once) and ICMP errors (port
+/// unreachable) not rate limited.
+pub fn namespace(tag: &str) -> Result<TestNetns> {
+    let ns = TestNetns::new(tag)?;
+    ns.set_sysctl("net.ipv6.conf.default.accept_dad", "0")?;
+    ns.set_sysctl("net.ipv6.conf.all.accept_dad", "0")?;
+    ns.set_sysctl("net.ipv4.icmp_ratelimit", "0")?;
+    Ok(ns)
 }
 
 /// Echo servers (TCP and UDP, dual-stack) in a namespace, stopped on drop.
@@ -227,7 +96,7 @@ fn serve(tcp: Vec<TcpListener>, udp: Vec<UdpSocket>, stop: Arc<AtomicBool>) {
 }
 
 impl Servers {
-    pub fn start(ns: &Netns) -> Result<Servers> {
+    pub fn start(ns: &TestNetns) -> Result<Servers> {
         let (tcp, udp) = ns.run(|| -> std::io::Result<(Vec<TcpListener>, Vec<UdpSocket>)> {
             let mut tcp = Vec::new();
             for p in TCP_PORTS {
@@ -263,7 +132,7 @@ impl Drop for Servers {
 }
 
 /// True if a TCP connection from `ns` to `to:port` is made and echoes.
-pub fn tcp(ns: &Netns, to: IpAddr, port: u16) -> Result<bool> {
+pub fn tcp(ns: &TestNetns, to: IpAddr, port: u16) -> Result<bool> {
     let addr = SocketAddr::new(to, port);
     ns.run(move || -> bool {
         let Ok(mut s) = TcpStream::connect_timeout(&addr, DENIED_WAIT) else {
@@ -276,7 +145,12 @@ pub fn tcp(ns: &Netns, to: IpAddr, port: u16) -> Result<bool> {
 }
 
 /// The reply to `payload` sent over UDP from `ns` to `to:port`, if any.
-pub fn udp_exchange(ns: &Netns, to: IpAddr, port: u16, payload: &[u8]) -> Result<Option<String>> {
+pub fn udp_exchange(
+    ns: &TestNetns,
+    to: IpAddr,
+    port: u16,
+    payload: &[u8],
+) -> Result<Option<String>> {
     let addr = SocketAddr::new(to, port);
     let payload = payload.to_vec();
     ns.run(move || -> Option<String> {
@@ -303,12 +177,12 @@ pub fn udp_exchange(ns: &Netns, to: IpAddr, port: u16, payload: &[u8]) -> Result
 }
 
 /// True if a UDP datagram from `ns` to `to:port` is echoed.
-pub fn udp(ns: &Netns, to: IpAddr, port: u16) -> Result<bool> {
+pub fn udp(ns: &TestNetns, to: IpAddr, port: u16) -> Result<bool> {
     Ok(udp_exchange(ns, to, port, b"hello")?.as_deref() == Some("hello"))
 }
 
 /// True if one ping from `ns` to `to` is answered within a second.
-pub fn ping(ns: &Netns, to: IpAddr) -> bool {
+pub fn ping(ns: &TestNetns, to: IpAddr) -> bool {
     let family = if to.is_ipv4() { "-4" } else { "-6" };
     ns.exec(&[
         "busybox",
@@ -323,17 +197,9 @@ pub fn ping(ns: &Netns, to: IpAddr) -> bool {
     .is_ok()
 }
 
-/// A veth pair `a` (in `ns_a`) <-> `b` (in `ns_b`), left down.
-pub fn veth(ns_a: &Netns, a: &str, ns_b: &Netns, b: &str) -> Result<()> {
-    ns_a.ip(&[
-        "link", "add", a, "type", "veth", "peer", "name", b, "netns", &ns_b.name,
-    ])
-    .map(|_| ())
-}
-
 /// A pod: its namespace, addresses and host-side interface.
 pub struct Pod {
-    pub ns: Netns,
+    pub ns: TestNetns,
     pub v4: IpAddr,
     pub v6: Option<IpAddr>,
     pub iface: String,
@@ -388,10 +254,10 @@ impl<'a> PodSpec<'a> {
 /// outside and host namespaces.
 pub struct Lab {
     pub pods: BTreeMap<String, Pod>,
-    pub outside: Netns,
+    pub outside: TestNetns,
     _outside_servers: Servers,
     _host_servers: Servers,
-    pub host: Netns,
+    pub host: TestNetns,
     pub calc: Calculator,
     pub renderer: PolicyRenderer,
     pub rec: Reconciler<NftSocket>,
@@ -408,11 +274,11 @@ pub fn namespace_profile(ns: &str) -> String {
 
 impl Lab {
     pub fn new() -> Result<Lab> {
-        let host = Netns::new()?;
-        let outside = Netns::new()?;
-        host.sysctl("net.ipv4.ip_forward", "1")?;
-        host.sysctl("net.ipv6.conf.all.forwarding", "1")?;
-        veth(&host, "eth0", &outside, "eth0")?;
+        let host = namespace("host")?;
+        let outside = namespace("outside")?;
+        host.set_sysctl("net.ipv4.ip_forward", "1")?;
+        host.set_sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        host.veth("eth0", &outside, "eth0")?;
         host.ip(&["addr", "add", &format!("{HOST_V4}/24"), "dev", "eth0"])?;
         host.ip(&[
             "addr",
@@ -523,13 +389,13 @@ impl Lab {
     pub fn pod(&mut self, s: PodSpec<'_>) -> Result<()> {
         let iface = format!("calitest{:04}", self.next_if);
         self.next_if += 1;
-        let ns = Netns::new()?;
-        veth(&self.host, &iface, &ns, "eth0")?;
+        let ns = namespace(&format!("pod-{}", s.name))?;
+        self.host.veth(&iface, &ns, "eth0")?;
         let h = &self.host;
         h.ip(&["link", "set", &iface, "address", "ee:ee:ee:ee:ee:ee"])?;
-        h.sysctl(&format!("net.ipv4.conf.{iface}.proxy_arp"), "1")?;
-        h.sysctl(&format!("net.ipv4.neigh.{iface}.proxy_delay"), "0")?;
-        h.sysctl(&format!("net.ipv6.conf.{iface}.accept_dad"), "0")?;
+        h.set_sysctl(&format!("net.ipv4.conf.{iface}.proxy_arp"), "1")?;
+        h.set_sysctl(&format!("net.ipv4.neigh.{iface}.proxy_delay"), "0")?;
+        h.set_sysctl(&format!("net.ipv6.conf.{iface}.accept_dad"), "0")?;
         h.ip(&["link", "set", &iface, "up"])?;
         ns.ip(&["link", "set", "eth0", "up"])?;
         ns.ip(&["addr", "add", &format!("{}/32", s.v4), "dev", "eth0"])?;
@@ -617,12 +483,17 @@ impl Lab {
             report.failures.is_empty(),
             "kernel refused: {:?}\n{}",
             report.failures,
-            self.host.nft_list().unwrap_or_default()
+            self.ruleset().unwrap_or_default()
         );
         Ok((stats, report))
     }
 
-    pub fn pod_ns(&self, pod: &str) -> Result<&Netns> {
+    /// `nft list table inet tortie` in the host namespace.
+    pub fn ruleset(&self) -> Result<String> {
+        self.host.nft(&["list", "table", "inet", "tortie"])
+    }
+
+    pub fn pod_ns(&self, pod: &str) -> Result<&TestNetns> {
         Ok(&self.pods.get(pod).context("no such pod")?.ns)
     }
 
