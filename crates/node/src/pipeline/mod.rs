@@ -54,6 +54,9 @@ struct Progress {
     sent: AtomicU64,
     folded: AtomicU64,
     complete: AtomicBool,
+    /// The first complete apply (start-up takeover) has happened; what it
+    /// changed was the restart's catch-up, not drift.
+    taken_over: AtomicBool,
 }
 
 impl Progress {
@@ -135,20 +138,33 @@ where
 fn observe(name: &'static str, pass: Pass, progress: &Progress, metrics: &Metrics) {
     match pass {
         Pass::Applied {
+            report,
             elapsed,
             resynced,
             updates,
-            ..
         } => {
             progress.folded.fetch_add(updates as u64, Ordering::AcqRel);
             progress.complete.store(pass.complete(), Ordering::Release);
+            let taking_over = !progress.taken_over.load(Ordering::Acquire);
+            if taking_over && pass.complete() {
+                progress.taken_over.store(true, Ordering::Release);
+                tracing::info!(
+                    reconciler = name,
+                    changes = report.applied,
+                    "took over the installed state"
+                );
+            }
             if resynced {
                 metrics.resyncs.inc();
             }
             if updates > 0 {
                 metrics.apply_latency.observe(elapsed.as_secs_f64());
             }
-            let repaired = pass.drift_repaired();
+            let repaired = if taking_over {
+                0
+            } else {
+                pass.drift_repaired()
+            };
             if repaired > 0 {
                 metrics.drift_repairs.inc_by(repaired as u64);
                 tracing::info!(
@@ -320,5 +336,35 @@ impl Dataplane {
         for task in self.tasks {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tortie_dataplane::driver::ApplyReport;
+
+    fn applied(changes: usize, resynced: bool) -> Pass {
+        Pass::Applied {
+            report: ApplyReport {
+                applied: changes,
+                ..ApplyReport::default()
+            },
+            elapsed: Duration::from_millis(1),
+            resynced,
+            updates: 0,
+        }
+    }
+
+    #[test]
+    fn the_start_up_takeover_is_not_counted_as_drift() {
+        let (metrics, _registry) = Metrics::new();
+        let progress = Progress::default();
+        observe("test", applied(500, true), &progress, &metrics);
+        assert_eq!(metrics.drift_repairs.get(), 0, "takeover");
+        observe("test", applied(0, true), &progress, &metrics);
+        observe("test", applied(3, true), &progress, &metrics);
+        assert_eq!(metrics.drift_repairs.get(), 3, "a later repair");
+        assert!(progress.programmed());
     }
 }
