@@ -229,6 +229,8 @@ pub fn up(args: &UpArgs) -> Result<ExitCode> {
             args.name
         );
     }
+    let dir = lab_dir(&args.name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let _lock = StateLock::acquire(&args.name)?;
     let gateway = subnet
         .hosts()

@@ -111,9 +111,13 @@ pub struct StateLock {
 }
 
 impl StateLock {
+    /// Locks the state of an existing lab (`up` creates the directory
+    /// first); a missing lab is an error, and nothing is created for it.
     pub fn acquire(name: &str) -> Result<StateLock> {
         let dir = lab_dir(name);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        if !dir.is_dir() {
+            bail!("there is no lab {name:?}; create it with: tortie lab up {name} --nodes 3");
+        }
         let path = dir.join("state.lock");
         let file = File::options()
             .create(true)

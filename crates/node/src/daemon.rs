@@ -68,11 +68,21 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 9091)]
     pub metrics_port: u16,
     /// How often the reconcilers re-read the kernel to repair drift (seconds)
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, value_parser = parse_interval)]
     pub resync_interval: f64,
     /// Where the pod MTU is written for the CNI plugin
     #[arg(long, default_value = "/var/lib/calico/mtu")]
     pub mtu_file: std::path::PathBuf,
+}
+
+/// `--resync-interval`: seconds, 0.05 to 3600.
+fn parse_interval(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.05..=3600.0).contains(&s) => Ok(s),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds between 0.05 and 3600"
+        )),
+    }
 }
 
 fn host_name() -> String {
@@ -164,7 +174,7 @@ pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::Exi
         host_mtu,
         ipip_supported: ipip == IpipSupport::Supported,
     };
-    let resync_interval = Duration::from_secs_f64(args.resync_interval.clamp(0.05, 3600.0));
+    let resync_interval = Duration::from_secs_f64(args.resync_interval);
 
     let mut calc = Calculator::new(&name);
     let mut syncer = Syncer::start(Arc::clone(&ds), SyncerConfig::new(SYNC_PREFIXES));

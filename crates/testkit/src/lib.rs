@@ -38,7 +38,7 @@ mod proxy;
 mod tls;
 
 pub use cluster::{EtcdCluster, EtcdOptions};
-pub use netns::{TestNetns, run_command};
+pub use netns::{TestNetns, run_command, run_in};
 pub use proxy::{ProxyMode, TcpProxy};
 pub use tls::TlsFiles;
 

@@ -250,6 +250,23 @@ impl TestNetns {
     }
 }
 
+/// Runs `work` on a scoped thread inside the named network namespace
+/// (`/var/run/netns/<name>`, one the test did not necessarily create, e.g.
+/// a lab's) and waits for it; `work` may borrow from the caller.
+pub fn run_in<T: Send>(name: &str, work: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let path = format!("/var/run/netns/{name}");
+    let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            setns(&file, CloneFlags::CLONE_NEWNET)
+                .with_context(|| format!("entering network namespace {name}"))?;
+            work()
+        })
+        .join()
+        .map_err(|_| anyhow!("the worker in network namespace {name} panicked"))?
+    })
+}
+
 impl Drop for TestNetns {
     fn drop(&mut self) {
         if let Err(err) = run_command(Command::new("ip").args(["netns", "del", &self.name])) {

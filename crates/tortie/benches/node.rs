@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use cni_support::{Attach, Lab, Netns, Plugin, result_address, tortie_binary};
-use nix::sched::{CloneFlags, setns};
 use serde_json::json;
 use tortie_model::{Kind, Resource};
+use tortie_testkit::run_in as in_netns;
 
 const NODE: &str = "bench1";
 const NAMESPACE: &str = "bench";
@@ -94,19 +94,6 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Runs `work` on a thread inside the namespace at `path`.
-fn in_netns<T: Send>(path: &str, work: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let file = File::open(path).with_context(|| format!("opening {path}"))?;
-            setns(&file, CloneFlags::CLONE_NEWNET)?;
-            work()
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("thread in {path} panicked"))?
-    })
 }
 
 /// A resource of `kind` from its JSON form.
@@ -199,7 +186,7 @@ fn attach_and_time(lab: &Lab, pods: usize, tag: &str) -> Result<Vec<(Duration, D
         let ns = Netns::create(&format!("{tag}{i}"))?;
         // The kernel completes handshakes into the backlog: no accept
         // needed for a connect to succeed.
-        let listener = in_netns(&ns.path(), || Ok(TcpListener::bind(("0.0.0.0", PORT))?))?;
+        let listener = in_netns(&ns.name, || Ok(TcpListener::bind(("0.0.0.0", PORT))?))?;
         let attach = Attach::k8s(&format!("{tag}{i}"), &ns, NAMESPACE, &format!("{tag}{i}"));
         let started = Instant::now();
         let result = lab.run(Plugin::Cni, "ADD", &attach, &conf)?.ok()?;
@@ -207,7 +194,7 @@ fn attach_and_time(lab: &Lab, pods: usize, tag: &str) -> Result<Vec<(Duration, D
         let ip = result_address(&result, true).context("no IPv4 address")?;
         let ip = ip.split('/').next().unwrap_or(&ip).to_string();
         let addr: SocketAddr = format!("{ip}:{PORT}").parse()?;
-        let live = in_netns(&lab.host.path(), || {
+        let live = in_netns(&lab.host.name, || {
             loop {
                 if TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).is_ok() {
                     return Ok(Instant::now());

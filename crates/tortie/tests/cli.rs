@@ -731,3 +731,37 @@ fn ipam_commands() {
     cli.run(&["delete", "ippool", "p"]).ok();
     cli.run(&["get", "ippool", "p"]).fails();
 }
+
+#[test]
+fn node_and_lab_flags_are_checked_before_anything_runs() {
+    let cli = Cli::new();
+    for bad in ["nan", "0", "-1", "inf", "soon"] {
+        let flag = format!("--resync-interval={bad}");
+        let run = cli.run(&["node", "run", &flag]);
+        assert_ne!(run.code, 0, "--resync-interval {bad} accepted");
+        assert!(
+            run.stderr.contains("between 0.05 and 3600"),
+            "--resync-interval {bad}: {}",
+            run.stderr
+        );
+    }
+    let run = cli.run(&["lab", "up", "BAD NAME"]);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("lab name"), "{}", run.stderr);
+    let run = cli.run(&[
+        "lab",
+        "up",
+        "x",
+        "--etcd",
+        "--datastore",
+        "embedded:/tmp/x.db",
+    ]);
+    assert_ne!(run.code, 0, "--etcd with --datastore accepted");
+    let run = cli.run(&["lab", "restart", "nosuchlab0", "node-1"]);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("no lab"), "{}", run.stderr);
+    assert!(
+        !std::path::Path::new("/run/tortie/lab/nosuchlab0").exists(),
+        "a failed restart left a lab directory behind"
+    );
+}

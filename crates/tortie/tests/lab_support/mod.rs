@@ -10,15 +10,15 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use nix::sched::{CloneFlags, setns};
 use serde_json::Value;
+
+pub use tortie_testkit::run_in as in_netns;
 
 #[path = "../cni_support/mod.rs"]
 mod cni_support;
@@ -268,20 +268,6 @@ impl Drop for Lab {
 
 pub fn verdict(allowed: bool) -> &'static str {
     if allowed { "allowed" } else { "denied" }
-}
-
-/// Runs `work` on a thread inside the network namespace `netns`.
-pub fn in_netns<T: Send>(netns: &str, work: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    let path = format!("/var/run/netns/{netns}");
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let file = File::open(&path).with_context(|| format!("opening {path}"))?;
-            setns(&file, CloneFlags::CLONE_NEWNET).with_context(|| format!("entering {path}"))?;
-            work()
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("thread in {netns} panicked"))?
-    })
 }
 
 /// A TCP connection attempt from one namespace to `addr:port` where a
