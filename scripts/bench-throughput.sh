@@ -4,11 +4,17 @@
 # nodes over VXLAN, with 1,000 policies applying to the pods (so every
 # endpoint chain holds 1,000 policy jumps; established traffic is accepted
 # before any of them). Builds a 2-node lab named `bt`, removes it at the
-# end, also on failure. Needs root. Usage: scripts/bench-throughput.sh [SECONDS]
+# end, also on failure. Needs root.
+#
+# Single runs on a 2-core VM vary by +-15%, so every figure is the median
+# of ROUNDS rounds, each round measuring the bare veth pair and then the
+# pod paths back to back; a ratio is taken within its round.
+# Usage: scripts/bench-throughput.sh [SECONDS] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-seconds=${1:-5}
+seconds=${1:-3}
+rounds=${2:-7}
 ./scripts/deps.sh
 cargo build --release --locked -q -p tortie
 tortie=$(pwd)/target/release/tortie
@@ -46,7 +52,7 @@ ip -n "$a" link set veth0 up
 ip -n "$b" link set veth0 up
 ip -n "$a" link set lo up
 ip -n "$b" link set lo up
-bare=$(measure "ip netns exec $b" "ip netns exec $a" 10.99.0.2)
+bare() { measure "ip netns exec $b" "ip netns exec $a" 10.99.0.2; }
 
 echo "==> lab: 2 nodes, 3 pods, 1,000 policies"
 "$tortie" lab down "$lab" >/dev/null 2>&1 || true
@@ -101,8 +107,31 @@ for node in 1 2; do
 done
 server_ip=$("$tortie" lab exec "$lab" perf/server -- ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1)
 server="$tortie lab exec $lab perf/server --"
-local_mbit=$(measure "$server" "$tortie lab exec $lab perf/local --" "$server_ip")
-remote_mbit=$(measure "$server" "$tortie lab exec $lab perf/remote --" "$server_ip")
+
+# $1 = label; runs ROUNDS rounds of (bare, one node, across VXLAN) and
+# sets <label>_{bare,local,remote} to the medians of the Mbit/s and
+# <label>_{local,remote}_ratio to the medians of the in-round ratios.
+rounds_of() {
+  local label=$1 vb vl vr bs=() ls=() rs=() lr=() rr=()
+  for i in $(seq 1 "$rounds"); do
+    vb=$(bare)
+    vl=$(measure "$server" "$tortie lab exec $lab perf/local --" "$server_ip")
+    vr=$(measure "$server" "$tortie lab exec $lab perf/remote --" "$server_ip")
+    echo "    round $i/$rounds: bare $vb, one node $vl, across VXLAN $vr Mbit/s" >&2
+    bs+=("$vb"); ls+=("$vl"); rs+=("$vr")
+    lr+=("$(awk -v x="$vl" -v b="$vb" 'BEGIN { printf "%.3f", x / b }')")
+    rr+=("$(awk -v x="$vr" -v b="$vb" 'BEGIN { printf "%.3f", x / b }')")
+  done
+  printf -v "${label}_bare" '%s' "$(median "${bs[@]}")"
+  printf -v "${label}_local" '%s' "$(median "${ls[@]}")"
+  printf -v "${label}_remote" '%s' "$(median "${rs[@]}")"
+  printf -v "${label}_local_ratio" '%s' "$(median "${lr[@]}")"
+  printf -v "${label}_remote_ratio" '%s' "$(median "${rr[@]}")"
+}
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+echo "==> $rounds rounds with tortie's table on both nodes"
+rounds_of with
 
 # The same paths with no tortie table at all (node daemons stopped, table
 # deleted): what routing through two veths and the VXLAN device costs
@@ -113,14 +142,13 @@ for node in 1 2; do
   while kill -0 "$pid" 2>/dev/null && ! grep -q '^[^)]*) Z' "/proc/$pid/stat" 2>/dev/null; do sleep 0.1; done
   ip netns exec "tl-$lab-n$node" nft delete table inet tortie
 done
-bare_local=$(measure "$server" "$tortie lab exec $lab perf/local --" "$server_ip")
-bare_remote=$(measure "$server" "$tortie lab exec $lab perf/remote --" "$server_ip")
+echo "==> $rounds rounds with no nftables table at all"
+rounds_of without
 
-ratio() { awk -v x="$1" -v b="$bare" 'BEGIN { printf "%.2f", x / b }'; }
 echo
-printf '%-44s %10s %8s\n' "path (${seconds} s iperf3, 1 stream)" "Mbit/s" "ratio"
-printf '%-44s %10s %8s\n' "bare veth pair (baseline)" "$bare" "1.00"
-printf '%-44s %10s %8s\n' "pod to pod, one node, 1,000 policies" "$local_mbit" "$(ratio "$local_mbit")"
-printf '%-44s %10s %8s\n' "pod to pod, across VXLAN, 1,000 policies" "$remote_mbit" "$(ratio "$remote_mbit")"
-printf '%-44s %10s %8s\n' "pod to pod, one node, no nftables at all" "$bare_local" "$(ratio "$bare_local")"
-printf '%-44s %10s %8s\n' "pod to pod, across VXLAN, no nftables at all" "$bare_remote" "$(ratio "$bare_remote")"
+printf '%-46s %10s %8s\n' "path (${seconds} s iperf3, 1 stream; medians of $rounds)" "Mbit/s" "ratio"
+printf '%-46s %10s %8s\n' "bare veth pair (baseline)" "$with_bare" "1.00"
+printf '%-46s %10s %8s\n' "pod to pod, one node, 1,000 policies" "$with_local" "$with_local_ratio"
+printf '%-46s %10s %8s\n' "pod to pod, across VXLAN, 1,000 policies" "$with_remote" "$with_remote_ratio"
+printf '%-46s %10s %8s\n' "pod to pod, one node, no nftables at all" "$without_local" "$without_local_ratio"
+printf '%-46s %10s %8s\n' "pod to pod, across VXLAN, no nftables at all" "$without_remote" "$without_remote_ratio"

@@ -1,8 +1,8 @@
 //! IPIP (spec/dataplane.md §2.3): detecting whether the kernel can do it
 //! at all, and keeping `tunl0` — the kernel's fallback ipip device — with
-//! the node's IPIP tunnel address, the IPIP MTU, and up. Routes through it
-//! (`<block> via <peer node IP> dev tunl0 onlink`) are ordinary routes of
-//! the routes reconciler ([`tunnel_route`]).
+//! the node's IPIP tunnel address, the IPIP MTU, and up
+//! ([`IpipReconciler`]). Routes through it (`<block> via <peer node IP>
+//! dev tunl0 onlink`) are ordinary routes of the routes reconciler.
 //!
 //! Detection ([`probe`]): `tunl0` present with kind `ipip` means yes;
 //! otherwise a throwaway ipip link is created (the kernel loads the `ipip`
@@ -16,6 +16,7 @@
 //! a crash is removed by the next probe.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net};
 use nix::errno::Errno;
@@ -26,9 +27,9 @@ use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::{LinkIpIp, LinkUnspec};
 
+use crate::driver::{ApplyReport, Reconciler};
 use crate::links::{LinkState, address_dump_request, link_dump_request, parse_address, parse_link};
-use crate::netlink::{AckMode, NetlinkError, Outcome, Request, RtSocket};
-use crate::routes::{Route, RouteKey, RouteTarget};
+use crate::netlink::{AckMode, DEFAULT_TIMEOUT, NetlinkError, Outcome, Request, RtSocket};
 
 /// The IPIP device.
 pub const DEVICE: &str = "tunl0";
@@ -208,88 +209,147 @@ pub fn request(op: &TunnelOp) -> Request {
     }
 }
 
-/// Reads `tunl0` and applies [`plan`] (twice when it had to be created).
-/// Returns how many changes were made.
-pub async fn program(socket: &mut RtSocket, want: &TunnelDevice) -> Result<usize, NetlinkError> {
-    let mut applied = 0;
-    for _round in 0..2 {
-        let found = links(socket).await?;
-        let link = find(&found, DEVICE).cloned();
-        let addrs: Vec<Ipv4Net> = match &link {
-            Some(l) => socket
-                .dump(
-                    "dump addresses",
-                    RouteNetlinkMessage::GetAddress(address_dump_request()),
-                )
-                .await?
-                .iter()
-                .filter_map(|m| match m {
-                    RouteNetlinkMessage::NewAddress(a) => parse_address(a),
-                    _ => None,
-                })
-                .filter_map(|(i, a)| match a {
-                    IpNet::V4(v4) if i == l.index => Some(v4),
-                    _ => None,
-                })
-                .collect(),
-            None => Vec::new(),
-        };
-        let ops = plan(want, link.as_ref().map(|l| (l, addrs.as_slice())));
-        if ops.is_empty() {
-            break;
-        }
-        let created = ops.contains(&TunnelOp::Create);
-        let requests = ops.iter().map(request).collect();
-        let outcomes = socket
-            .pipeline("program tunl0", requests, AckMode::ErrorsOnly)
-            .await?;
-        for (op, outcome) in ops.iter().zip(outcomes) {
-            match outcome {
-                Outcome::Done => {
-                    applied += 1;
-                    tracing::info!(device = DEVICE, ?op, "IPIP device changed");
-                }
-                Outcome::Failed(source) => {
-                    return Err(NetlinkError::Kernel {
-                        op: format!("{op:?} on {DEVICE}"),
-                        source,
-                    });
-                }
-                Outcome::Lost => {
-                    return Err(NetlinkError::Overrun {
-                        op: format!("{op:?} on {DEVICE}"),
-                    });
-                }
-            }
-        }
-        if !created {
-            break;
-        }
-    }
-    Ok(applied)
+/// How the IPIP reconciler behaves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpipConfig {
+    pub resync_interval: Duration,
+    pub netlink_timeout: Duration,
 }
 
-/// The route to a remote block over IPIP: `<block> via <peer node IP> dev
-/// tunl0 onlink`, with the IPIP MTU.
-pub fn tunnel_route(block: Ipv4Net, peer_node_ip: Ipv4Addr, metric: u32, mtu: u32) -> Route {
-    Route {
-        key: RouteKey::new(IpNet::V4(block), metric),
-        target: RouteTarget::Gateway {
-            gateway: IpAddr::V4(peer_node_ip),
-            iface: DEVICE.to_string(),
-            onlink: true,
-        },
-        mtu: Some(mtu),
+impl Default for IpipConfig {
+    fn default() -> IpipConfig {
+        IpipConfig {
+            resync_interval: crate::driver::DEFAULT_RESYNC_INTERVAL,
+            netlink_timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// Keeps `tunl0` as the latest [`TunnelDevice`] says. Until it is told
+/// one (`Some`), or after it is told `None` (IPIP no longer in use, or no
+/// tunnel address yet), it leaves `tunl0` alone: the device cannot be
+/// deleted and may be someone else's.
+pub struct IpipReconciler {
+    config: IpipConfig,
+    socket: RtSocket,
+    desired: Option<TunnelDevice>,
+    /// `tunl0` and its IPv4 addresses as last read (`None`: absent).
+    installed: Option<(LinkState, Vec<Ipv4Net>)>,
+}
+
+impl IpipReconciler {
+    /// Opens the reconciler in the calling thread's network namespace
+    /// (inside a tokio runtime).
+    pub fn open(config: IpipConfig) -> Result<IpipReconciler, NetlinkError> {
+        let mut socket = RtSocket::open()?;
+        socket.set_timeout(config.netlink_timeout);
+        Ok(IpipReconciler {
+            config,
+            socket,
+            desired: None,
+            installed: None,
+        })
+    }
+
+    /// Reads `tunl0` and its IPv4 addresses.
+    pub async fn resync(&mut self) -> Result<(), NetlinkError> {
+        let found = links(&mut self.socket).await?;
+        let Some(link) = find(&found, DEVICE).cloned() else {
+            self.installed = None;
+            return Ok(());
+        };
+        let addrs = self
+            .socket
+            .dump(
+                "dump addresses",
+                RouteNetlinkMessage::GetAddress(address_dump_request()),
+            )
+            .await?
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => parse_address(a),
+                _ => None,
+            })
+            .filter_map(|(i, a)| match a {
+                IpNet::V4(v4) if i == link.index => Some(v4),
+                _ => None,
+            })
+            .collect();
+        self.installed = Some((link, addrs));
+        Ok(())
+    }
+
+    /// Applies [`plan`] against what was read; after any change `tunl0`
+    /// is read again (and planned again when it had to be created).
+    pub async fn apply(&mut self) -> Result<ApplyReport, NetlinkError> {
+        let mut report = ApplyReport::default();
+        let Some(want) = self.desired else {
+            return Ok(report);
+        };
+        for _round in 0..2 {
+            let have = self.installed.as_ref().map(|(l, a)| (l, a.as_slice()));
+            let ops = plan(&want, have);
+            if ops.is_empty() {
+                break;
+            }
+            let created = ops.contains(&TunnelOp::Create);
+            let requests = ops.iter().map(request).collect();
+            let outcomes = self
+                .socket
+                .pipeline("program tunl0", requests, AckMode::ErrorsOnly)
+                .await?;
+            for (op, outcome) in ops.iter().zip(outcomes) {
+                match outcome {
+                    Outcome::Done => {
+                        report.applied += 1;
+                        tracing::info!(device = DEVICE, ?op, "IPIP device changed");
+                    }
+                    Outcome::Failed(error) => {
+                        report.failed += 1;
+                        tracing::warn!(device = DEVICE, ?op, %error, "IPIP change refused; will retry");
+                    }
+                    Outcome::Lost => report.lost += 1,
+                }
+            }
+            self.resync().await?;
+            if !created || report.needs_retry() {
+                break;
+            }
+        }
+        Ok(report)
+    }
+}
+
+impl Reconciler for IpipReconciler {
+    type Update = Option<TunnelDevice>;
+    type Error = NetlinkError;
+
+    fn update(&mut self, update: Option<TunnelDevice>) {
+        self.desired = update;
+    }
+
+    async fn resync(&mut self) -> Result<(), NetlinkError> {
+        IpipReconciler::resync(self).await
+    }
+
+    async fn apply(&mut self) -> Result<ApplyReport, NetlinkError> {
+        IpipReconciler::apply(self).await
+    }
+
+    fn resync_interval(&self) -> Duration {
+        self.config.resync_interval
+    }
+
+    fn name(&self) -> &'static str {
+        DEVICE
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::RouteInterface;
     use rtnetlink::packet_core::{Emitable, NetlinkMessage, NetlinkPayload};
     use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo};
-    use rtnetlink::packet_route::route::{RouteAttribute, RouteFlags};
 
     fn tunl0(mtu: u32, up: bool) -> LinkState {
         LinkState {
@@ -387,24 +447,5 @@ mod tests {
             parse_address(&addr),
             Some((9, "10.244.3.0/32".parse().expect("net")))
         );
-    }
-
-    #[test]
-    fn tunnel_routes_go_onlink_via_the_peer_node() {
-        let route = tunnel_route(
-            "10.244.7.0/26".parse().expect("net"),
-            "192.168.1.12".parse().expect("ip"),
-            1024,
-            1480,
-        );
-        let lookup = |name: &str| (name == DEVICE).then_some(RouteInterface { index: 9, up: true });
-        let kernel = route.resolve(80, lookup).expect("tunl0 up");
-        let msg = crate::routes::wire::route_message(&kernel);
-        assert!(msg.header.flags.contains(RouteFlags::Onlink));
-        assert!(msg.attributes.contains(&RouteAttribute::Oif(9)));
-        assert!(msg.attributes.contains(&RouteAttribute::Gateway(
-            IpAddr::V4("192.168.1.12".parse().expect("ip")).into()
-        )));
-        assert_eq!(route.mtu, Some(1480));
     }
 }

@@ -31,7 +31,7 @@ use crate::http::{self, Shared};
 use crate::metrics::Metrics;
 use crate::pipeline::translate::HostFacts;
 use crate::pipeline::{Dataplane, DataplaneConfig};
-use crate::registration;
+use crate::registration::{self, Tunnel};
 use crate::status::NodeStatus;
 use crate::{DEFAULT_HEALTH_PORT, detect};
 
@@ -150,12 +150,14 @@ pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::Exi
         None => detect::node_address().await?,
     };
     registration::register(&client, &name, &ip).await?;
-    let tunnel = registration::ensure_vxlan_tunnel_address(&client, &name).await?;
+    let vxlan_tunnel = registration::ensure_tunnel_address(&client, &name, Tunnel::Vxlan).await?;
+    let ipip_tunnel = registration::ensure_tunnel_address(&client, &name, Tunnel::Ipip).await?;
     status_tx.send_modify(|s| {
         s.node_ip = ip.to_string();
-        s.vxlan_tunnel_address = tunnel.map(|t| t.addr().to_string());
+        s.vxlan_tunnel_address = vxlan_tunnel.map(|t| t.addr().to_string());
+        s.ipip_tunnel_address = ipip_tunnel.map(|t| t.addr().to_string());
     });
-    tracing::info!(node = %name, %ip, tunnel = ?tunnel, "node registered");
+    tracing::info!(node = %name, %ip, vxlan_tunnel = ?vxlan_tunnel, ipip_tunnel = ?ipip_tunnel, "node registered");
 
     let ipip = probe_ipip().await;
     status_tx.send_modify(|s| match &ipip {

@@ -21,6 +21,9 @@ pub struct NodeStatus {
     pub node_ip: String,
     /// The VXLAN tunnel address, when a VXLAN pool is in use.
     pub vxlan_tunnel_address: Option<String>,
+    /// The IPIP tunnel address (`tunl0`), when an IPIP pool is in use.
+    #[serde(default)]
+    pub ipip_tunnel_address: Option<String>,
     /// IPIP support of this kernel: `None` until probed.
     pub ipip_supported: Option<bool>,
     /// Why IPIP is unavailable, when it is.
@@ -88,12 +91,17 @@ impl NodeStatus {
             Some(a) => out.push_str(&format!("VXLAN:       vxlan.calico, tunnel address {a}\n")),
             None => out.push_str("VXLAN:       not in use (no pool has vxlanMode)\n"),
         }
-        match self.ipip_supported {
-            Some(true) => out.push_str("IPIP:        supported\n"),
-            Some(false) => {
+        match (self.ipip_supported, &self.ipip_tunnel_address) {
+            (Some(true), Some(a)) => {
+                out.push_str(&format!("IPIP:        tunl0, tunnel address {a}\n"))
+            }
+            (Some(true), None) => {
+                out.push_str("IPIP:        supported, not in use (no pool has ipipMode)\n")
+            }
+            (Some(false), _) => {
                 out.push_str(&format!("IPIP:        UNAVAILABLE: {}\n", self.ipip_detail))
             }
-            None => out.push_str("IPIP:        not probed yet\n"),
+            (None, _) => out.push_str("IPIP:        not probed yet\n"),
         }
         out.push_str(&format!(
             "Dataplane:   {} ({} local endpoints, {} active policies)\n",

@@ -636,9 +636,19 @@ impl PolicyRenderer {
             .and_then(|s| self.host_chain_names.get(s))
             .cloned()
             .unwrap_or_default();
+        let any_placed = !wanted.is_empty() || star.is_some();
         self.hep_elements = wanted;
         for (name, chain) in skeleton::hep_dispatch_chains(&self.config, &star_chains) {
             run.put_chain(r, name.to_string(), chain);
+        }
+        // The raw and mangle hooks cost every packet; they come and go
+        // with the first and last placed host endpoint.
+        for (name, chain) in skeleton::host_endpoint_base_chains(&self.config, self.marks) {
+            if any_placed {
+                run.put_chain(r, name.to_string(), chain);
+            } else {
+                run.remove_chain(r, name);
+            }
         }
     }
 
@@ -1022,5 +1032,39 @@ spec:
         gone.vteps_removed.insert("n3".into());
         p.apply(&gone, &mut r).expect("apply");
         assert_eq!(peers(&r), vec![Key::exact(vec![172, 30, 0, 22])]);
+    }
+
+    #[test]
+    fn raw_and_mangle_hooks_exist_only_while_a_host_endpoint_is_placed() {
+        let (mut c, mut p, mut r) = setup();
+        let hooks = |r: &Ruleset| -> Vec<&'static str> {
+            [
+                names::RAW_PREROUTING,
+                names::RAW_OUTPUT,
+                names::MANGLE_PREROUTING,
+            ]
+            .into_iter()
+            .filter(|n| r.chain(n).is_some())
+            .collect()
+        };
+        assert!(hooks(&r).is_empty(), "no host endpoint, no raw/mangle hook");
+        assert!(r.chain(names::FILTER_FORWARD).is_some());
+        put(
+            &mut c,
+            "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: n1-eth0, labels: {role: edge}}\nspec: {node: n1, interfaceName: eth0, expectedIPs: [172.30.0.11]}\n",
+        );
+        sync(&mut c, &mut p, &mut r);
+        assert_eq!(hooks(&r).len(), 3, "a host endpoint brings them");
+        let raw = r.chain(names::RAW_PREROUTING).expect("raw");
+        assert_eq!(raw.base.map(|b| b.priority), Some(-300));
+        c.apply(Update::Delete {
+            kind: tortie_model::Kind::HostEndpoint,
+            namespace: String::new(),
+            name: "n1-eth0".into(),
+        })
+        .expect("calc takes it");
+        let stats = sync(&mut c, &mut p, &mut r);
+        assert!(hooks(&r).is_empty(), "and they go with the last one");
+        assert!(stats.chains_removed >= 3);
     }
 }

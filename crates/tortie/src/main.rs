@@ -119,6 +119,18 @@ fn main() -> ExitCode {
         eprintln!("{e}");
         return ExitCode::FAILURE;
     }
+    // A command that only prints dies of SIGPIPE when its reader goes
+    // away (`| head`, `| grep -q`), like any Unix tool; Rust ignores
+    // SIGPIPE, which turns that into a panic in `println!`. The daemon
+    // and the lab keep ignoring it: they own sockets and children.
+    let prints_only = match &cli.command {
+        Command::Node(c) => !matches!(c, tortie_node::NodeCommand::Run(_)),
+        Command::Lab(_) => false,
+        _ => true,
+    };
+    if prints_only {
+        die_quietly_on_sigpipe();
+    }
     // The daemon and the lab manage their own runtimes and processes.
     let direct = match &cli.command {
         Command::Node(c) => Some(
@@ -154,5 +166,15 @@ fn main() -> ExitCode {
             eprintln!("{e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Restores SIGPIPE's default action (terminate, silently).
+#[allow(unsafe_code)] // the one libc call std offers no safe wrapper for
+fn die_quietly_on_sigpipe() {
+    // SAFETY: runs before any other thread exists; setting a signal's
+    // disposition to SIG_DFL installs no handler and touches no memory.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -765,3 +765,26 @@ fn node_and_lab_flags_are_checked_before_anything_runs() {
         "a failed restart left a lab directory behind"
     );
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let cli = Cli::new();
+    let many: Vec<String> = (0..200)
+        .map(|i| pool(&format!("p{i}"), &format!("10.{i}.0.0/16")))
+        .collect();
+    cli.apply(&many.join("---\n")).ok();
+    // The reader is gone before tortie writes (`| head -0`, `| grep -q`).
+    let mut child = cli
+        .command()
+        .args(["get", "ippools", "-o", "yaml"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tortie");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("tortie ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}

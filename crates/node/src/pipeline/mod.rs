@@ -1,5 +1,6 @@
 //! The dataplane side of the daemon: the reconcilers (nftables policy,
-//! routes, the two VXLAN devices, links and sysctls), each in its own task
+//! routes, the two VXLAN devices, `tunl0` where the kernel has IPIP, links
+//! and sysctls), each in its own task
 //! running the driver loop, fed from the calculation's deltas.
 //!
 //! Start-up takeover (a restarted daemon must not disturb what is
@@ -27,6 +28,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tortie_calc::Delta;
 use tortie_dataplane::driver::{self, Pass, Reconciler};
+use tortie_dataplane::ipip::{IpipConfig, IpipReconciler, TunnelDevice};
 use tortie_dataplane::links::{InterfaceStatus, LinkConfig, LinkReconciler, LinkUpdate};
 use tortie_dataplane::routes::{RouteConfig, RouteReconciler, RouteUpdate};
 use tortie_dataplane::vxlan::{VxlanConfig, VxlanReconciler, VxlanUpdate};
@@ -96,6 +98,8 @@ pub struct Dataplane {
     routes: Feed<RouteUpdate>,
     vxlan_v4: Feed<VxlanUpdate>,
     vxlan_v6: Feed<VxlanUpdate>,
+    /// Only where the kernel has IPIP.
+    ipip: Option<Feed<Option<TunnelDevice>>>,
     links: mpsc::Sender<LinkUpdate>,
     render_errors: Arc<AtomicU64>,
     /// Every interface's latest state, as the links reconciler reports it.
@@ -224,6 +228,17 @@ impl Dataplane {
         let vxlan_v6 = vxlan.pop().expect("two VXLAN feeds");
         let vxlan_v4 = vxlan.pop().expect("two VXLAN feeds");
 
+        let ipip = if config.host.ipip_supported {
+            let reconciler = IpipReconciler::open(IpipConfig {
+                resync_interval: config.resync_interval,
+                ..IpipConfig::default()
+            })
+            .context("opening the IPIP reconciler")?;
+            Some(spawn(reconciler, updates.ipip, metrics, &mut tasks))
+        } else {
+            None
+        };
+
         let mut links = LinkReconciler::open(LinkConfig {
             interface_prefixes: config.interface_prefixes.clone(),
             resync_interval: config.resync_interval,
@@ -265,6 +280,7 @@ impl Dataplane {
             routes,
             vxlan_v4,
             vxlan_v6,
+            ipip,
             links: links_tx,
             render_errors,
             interfaces,
@@ -282,6 +298,11 @@ impl Dataplane {
         }
         for u in updates.vxlan_v6 {
             ok &= self.vxlan_v6.send(u).await;
+        }
+        if let Some(ipip) = &self.ipip {
+            for u in updates.ipip {
+                ok &= ipip.send(u).await;
+            }
         }
         for u in updates.routes {
             ok &= self.routes.send(u).await;
@@ -306,6 +327,7 @@ impl Dataplane {
             ("vxlan-v6", &self.vxlan_v6.progress),
         ]
         .into_iter()
+        .chain(self.ipip.as_ref().map(|f| ("ipip", &f.progress)))
         .filter(|(_, p)| !p.programmed())
         .map(|(name, _)| name)
         .collect()

@@ -1,5 +1,5 @@
-//! From the calculation's deltas to the updates of the routes, VXLAN and
-//! links reconcilers (pure: no I/O, tested on its own).
+//! From the calculation's deltas to the updates of the routes, VXLAN,
+//! IPIP and links reconcilers (pure: no I/O, tested on its own).
 //!
 //! The calculation speaks of what the node wants (a workload route, a
 //! remote block through VXLAN, a peer's VTEP); the reconcilers speak of
@@ -18,7 +18,8 @@ use std::collections::BTreeSet;
 use ipnet::IpNet;
 use tortie_calc::Delta;
 use tortie_calc::config::EffectiveConfig;
-use tortie_calc::state::{LocalVtep, PeerVteps, RouteTarget as CalcTarget};
+use tortie_calc::state::{IpipState, LocalVtep, PeerVteps, RouteTarget as CalcTarget};
+use tortie_dataplane::ipip::{self, TunnelDevice};
 use tortie_dataplane::links::LinkUpdate;
 use tortie_dataplane::routes::{Route, RouteKey, RouteTarget, RouteUpdate};
 use tortie_dataplane::vxlan::{self, Vtep, VxlanDevice, VxlanUpdate};
@@ -27,8 +28,6 @@ use tortie_dataplane::vxlan::{self, Vtep, VxlanDevice, VxlanUpdate};
 const VXLAN_V4_OVERHEAD: u32 = 50;
 const VXLAN_V6_OVERHEAD: u32 = 70;
 const IPIP_OVERHEAD: u32 = 20;
-/// The IPIP device.
-const IPIP_DEVICE: &str = "tunl0";
 /// Metric of every route tortie programs (the kernel reads 0 as 1024 for
 /// IPv6; [`RouteKey::new`] normalises).
 const ROUTE_METRIC: u32 = 0;
@@ -51,6 +50,8 @@ pub struct Updates {
     pub routes: Vec<RouteUpdate>,
     pub vxlan_v4: Vec<VxlanUpdate>,
     pub vxlan_v6: Vec<VxlanUpdate>,
+    /// `tunl0` as it should now be (`None`: leave it alone).
+    pub ipip: Vec<Option<TunnelDevice>>,
     pub links: Vec<LinkUpdate>,
     /// Things that could not be programmed, for logs and status.
     pub problems: Vec<String>,
@@ -62,6 +63,8 @@ pub struct Updates {
 pub struct Translator {
     host: HostFacts,
     config: EffectiveConfig,
+    /// The latest IPIP state (the tunnel MTU also follows the config).
+    ipip: IpipState,
     /// Routes not programmed because the kernel lacks IPIP.
     blocked: BTreeSet<IpNet>,
 }
@@ -71,6 +74,7 @@ impl Translator {
         Translator {
             host,
             config: EffectiveConfig::default(),
+            ipip: IpipState::default(),
             blocked: BTreeSet::new(),
         }
     }
@@ -126,14 +130,17 @@ impl Translator {
                 &mut out.problems,
             )));
         }
-        if let Some(ipip) = &delta.ipip
-            && ipip.enabled
-            && !self.host.ipip_supported
-        {
-            out.problems.push(
-                "an IP pool uses IPIP but this kernel has no IPIP support: IPIP routes are not programmed"
-                    .to_string(),
-            );
+        if let Some(ipip) = &delta.ipip {
+            self.ipip = ipip.clone();
+            if ipip.enabled && !self.host.ipip_supported {
+                out.problems.push(
+                    "an IP pool uses IPIP but this kernel has no IPIP support: IPIP routes are not programmed"
+                        .to_string(),
+                );
+            }
+        }
+        if delta.ipip.is_some() || delta.config.is_some() {
+            out.ipip.push(self.tunnel_device());
         }
         for (node, peer) in &delta.vteps_upserted {
             self.peer(node, peer, &mut out);
@@ -173,6 +180,19 @@ impl Translator {
             });
         }
         out
+    }
+
+    /// `tunl0` with the node's IPIP tunnel address and the IPIP MTU, while
+    /// IPIP is in use, the kernel has it and the address is allocated.
+    fn tunnel_device(&self) -> Option<TunnelDevice> {
+        let address = self
+            .ipip
+            .tunnel_addr
+            .filter(|_| self.ipip.enabled && self.host.ipip_supported)?;
+        Some(TunnelDevice {
+            address,
+            mtu: or_auto(self.config.ipip_mtu, self.host.host_mtu, IPIP_OVERHEAD),
+        })
     }
 
     fn device(
@@ -256,7 +276,7 @@ impl Translator {
                 }
                 RouteTarget::Gateway {
                     gateway: *gateway,
-                    iface: IPIP_DEVICE.to_string(),
+                    iface: ipip::DEVICE.to_string(),
                     onlink: true,
                 }
             }
@@ -300,7 +320,7 @@ pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tortie_calc::state::{IpipState, Vtep as CalcVtep, VxlanLocal};
+    use tortie_calc::state::{Vtep as CalcVtep, VxlanLocal};
 
     fn facts(ipip: bool) -> HostFacts {
         HostFacts {
@@ -453,6 +473,70 @@ mod tests {
         gone.routes_removed.insert(net("10.244.5.0/26"));
         t.translate(&gone);
         assert_eq!(t.blocked_routes(), 0);
+    }
+
+    #[test]
+    fn tunl0_gets_the_tunnel_address_and_ipip_mtu_and_routes_go_through_it() {
+        let mut t = Translator::new(facts(true));
+        let ipip = |enabled, addr: Option<&str>| IpipState {
+            enabled,
+            tunnel_addr: addr.map(|a| a.parse().unwrap()),
+        };
+        let mut delta = Delta {
+            ipip: Some(ipip(true, None)),
+            ..Delta::default()
+        };
+        delta.routes_upserted.insert(
+            net("10.244.5.0/26"),
+            CalcTarget::Ipip {
+                gateway: "172.30.0.12".parse().unwrap(),
+            },
+        );
+        let updates = t.translate(&delta);
+        assert_eq!(updates.ipip, vec![None], "no tunnel address yet");
+        let [RouteUpdate::Set(route)] = &updates.routes[..] else {
+            panic!("one route: {:?}", updates.routes);
+        };
+        assert_eq!(
+            route.target,
+            RouteTarget::Gateway {
+                gateway: "172.30.0.12".parse().unwrap(),
+                iface: "tunl0".into(),
+                onlink: true,
+            }
+        );
+        assert!(updates.problems.is_empty());
+
+        let with_addr = Delta {
+            ipip: Some(ipip(true, Some("10.244.3.0"))),
+            ..Delta::default()
+        };
+        let want = TunnelDevice {
+            address: "10.244.3.0".parse().unwrap(),
+            mtu: 1480,
+        };
+        assert_eq!(t.translate(&with_addr).ipip, vec![Some(want)]);
+        // A configured MTU arrives with the config alone.
+        let config = Delta {
+            config: Some(EffectiveConfig {
+                ipip_enabled: true,
+                ipip_mtu: 1400,
+                ..EffectiveConfig::default()
+            }),
+            ..Delta::default()
+        };
+        assert_eq!(
+            t.translate(&config).ipip,
+            vec![Some(TunnelDevice { mtu: 1400, ..want })]
+        );
+        let off = Delta {
+            ipip: Some(ipip(false, Some("10.244.3.0"))),
+            ..Delta::default()
+        };
+        assert_eq!(t.translate(&off).ipip, vec![None], "IPIP no longer used");
+        // Without kernel support tunl0 is never asked for.
+        let mut bare = Translator::new(facts(false));
+        assert_eq!(bare.translate(&with_addr).ipip, vec![None]);
     }
 
     #[test]
