@@ -28,10 +28,14 @@ pub const CHAIN_NAME_MAX: usize = 255;
 
 // ---- sets and maps ----
 /// Selector membership, `mark . ipv4_addr` intervals: calc selector sets
-/// and rule net lists, one id each.
+/// holding a CIDR (network sets) and rule net lists, one id each.
 pub const SEL4: &str = "sel4";
 pub const SEL6: &str = "sel6";
-/// Named ports, `mark . ipv4_addr . inet_proto . inet_service`.
+/// Selector membership, `mark . ipv4_addr` exact (a hash): calc selector
+/// sets whose members are all single addresses.
+pub const SEL4_HOSTS: &str = "sel4h";
+pub const SEL6_HOSTS: &str = "sel6h";
+/// Named ports, `mark . ipv4_addr . inet_proto . inet_service` (exact).
 pub const NAMED_PORTS4: &str = "namedports4";
 pub const NAMED_PORTS6: &str = "namedports6";
 /// Rule port lists with more than one entry, `mark . inet_service` intervals.

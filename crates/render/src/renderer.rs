@@ -23,7 +23,7 @@
 //! counted; problems with single items never stop the rest of the delta:
 //! they are collected in the returned [`RenderError`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use tortie_calc::policy::Direction;
@@ -414,6 +414,7 @@ impl PolicyRenderer {
                 self.render_nat(r, &mut run);
             }
         }
+        self.follow_moved_sets(r, &mut run);
         let tally = std::mem::take(&mut self.sets.tally);
         run.stats.set_elements_added += tally.added;
         run.stats.set_elements_removed += tally.removed;
@@ -440,6 +441,28 @@ impl PolicyRenderer {
             Deny::Reject
         } else {
             Deny::Drop
+        }
+    }
+
+    /// Renders again the rule chains looking up an address set that moved
+    /// between the hash and the interval sets (its first CIDR came, or
+    /// its last went), in the same transaction as its elements.
+    fn follow_moved_sets(&mut self, r: &mut Ruleset, run: &mut Run) {
+        let moved: HashSet<String> = self.sets.take_moved().into_iter().collect();
+        if moved.is_empty() {
+            return;
+        }
+        let owners: Vec<Owner> = self
+            .held
+            .iter()
+            .filter(|(_, keys)| keys.iter().any(|k| moved.contains(k)))
+            .map(|(owner, _)| owner.clone())
+            .collect();
+        for owner in owners {
+            match owner {
+                Owner::Policy(id) => self.render_policy(r, &id, run),
+                Owner::Profile(name) => self.render_profile(r, &name, run),
+            }
         }
     }
 
@@ -813,8 +836,10 @@ spec:
         let sets: Vec<&String> = r.sets().map(|(n, _)| n).collect();
         let expected = crate::sets::set_specs().len() + skeleton::set_specs().len();
         assert_eq!(sets.len(), expected, "a fixed number of sets: {sets:?}");
-        // Two selectors (app == web, app == client), one element each.
-        assert_eq!(r.set(names::SEL4).map(|s| s.elements.len()), Some(2));
+        // Two selectors (app == web, app == client), one element each, in
+        // the hash of single addresses.
+        assert_eq!(r.set(names::SEL4_HOSTS).map(|s| s.elements.len()), Some(2));
+        assert_eq!(r.set(names::SEL4).map(|s| s.elements.len()), Some(0));
         // Three workloads, three distinct ingress chains (web, client,
         // db policies), one shared egress chain (profile only).
         let to_wl = r.set(names::TO_WL).expect("map");
@@ -992,7 +1017,7 @@ spec:
         );
         assert!(r.chain("pi-gnp/db").is_none());
         assert!(p.set_id(&web_selector).is_none(), "the id is free");
-        assert_eq!(r.set(names::SEL4).map(|s| s.elements.len()), Some(1));
+        assert_eq!(r.set(names::SEL4_HOSTS).map(|s| s.elements.len()), Some(1));
     }
 
     #[test]
@@ -1066,5 +1091,70 @@ spec:
         let stats = sync(&mut c, &mut p, &mut r);
         assert!(hooks(&r).is_empty(), "and they go with the last one");
         assert!(stats.chains_removed >= 3);
+    }
+
+    #[test]
+    fn a_selector_moves_to_the_interval_set_with_its_first_cidr_and_back() {
+        let (mut c, mut p, mut r) = setup();
+        let lookups_of = |r: &Ruleset, chain: &str| -> Vec<String> {
+            r.chain(chain)
+                .map(|c| {
+                    c.rules
+                        .iter()
+                        .flat_map(|rule| rule.exprs.iter())
+                        .filter_map(|e| match e {
+                            tortie_dataplane::nft::Expr::Lookup { set, .. } => Some(set.clone()),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let web = "pi-gnp/web";
+        assert!(lookups_of(&r, web).contains(&names::SEL4_HOSTS.to_string()));
+        // A network set labelled like the clients joins `app == client`.
+        let netset = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {name: office, labels: {app: client}}\nspec: {nets: [192.0.2.0/24]}\n";
+        put(&mut c, netset);
+        sync(&mut c, &mut p, &mut r);
+        let ranged = lookups_of(&r, web);
+        assert!(ranged.contains(&names::SEL4.to_string()), "{ranged:?}");
+        assert!(
+            !ranged.contains(&names::SEL4_HOSTS.to_string()),
+            "{ranged:?}"
+        );
+        // The client pod's address moved with it: b (10.65.0.3) and the
+        // /24 are both elements of the interval set now.
+        let webp = PolicyId::new(tortie_calc::PolicyKind::GlobalNetworkPolicy, "", "web");
+        let client_key = c.local_state().policies[&webp].ingress[0]
+            .source
+            .ip_set
+            .clone()
+            .expect("selector set");
+        let client_id = p.set_id(&client_key).expect("client selector");
+        let sel4 = r.set(names::SEL4).expect("sel4");
+        let ours = sel4
+            .elements
+            .keys()
+            .filter(|k| k.start[..4] == client_id.to_be_bytes())
+            .count();
+        assert_eq!(ours, 2);
+        assert!(
+            r.set(names::SEL4_HOSTS)
+                .expect("sel4h")
+                .elements
+                .keys()
+                .all(|k| k.start[..4] != client_id.to_be_bytes())
+        );
+        // The network set goes: back to the hash.
+        c.apply(Update::Delete {
+            kind: tortie_model::Kind::GlobalNetworkSet,
+            namespace: String::new(),
+            name: "office".into(),
+        })
+        .expect("calc takes it");
+        sync(&mut c, &mut p, &mut r);
+        let back = lookups_of(&r, web);
+        assert!(back.contains(&names::SEL4_HOSTS.to_string()), "{back:?}");
+        assert!(!back.contains(&names::SEL4.to_string()), "{back:?}");
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Every criterion present is ANDed as consecutive matches of one nft
 //! rule. What needs an OR becomes one lookup: a selector or named port in
-//! its id-keyed set, several nets in `sel4`/`sel6` under an id of their
-//! own, several ports in `ports`. Negated lists are inverted lookups (AND
+//! its id-keyed set (`sel4h`/`sel6h`, or `sel4`/`sel6` once it holds a
+//! CIDR), several nets in `sel4`/`sel6` under an id of their own, several
+//! ports in `ports`. Negated lists are inverted lookups (AND
 //! of "not in" is "not in any").
 //!
 //! Families: a rule pinned to IPv4 or IPv6 starts with a `meta nfproto`
@@ -60,10 +61,17 @@ impl Held<'_> {
         Some(id)
     }
 
-    fn nets(&mut self, nets: &[IpNet]) -> Option<u32> {
+    /// An address set's id, and whether it lives in the interval sets.
+    fn addresses(&mut self, key: &str) -> Option<(u32, bool)> {
+        let id = self.calc(key, SetKind::Addresses)?;
+        Some((id, self.sets.ranged(key)))
+    }
+
+    fn nets(&mut self, nets: &[IpNet]) -> Option<(u32, bool)> {
         let (key, id) = self.sets.acquire_nets(self.ruleset, nets)?;
+        let ranged = self.sets.ranged(&key);
         self.keys.push(key);
-        Some(id)
+        Some((id, ranged))
     }
 
     fn ports(&mut self, ranges: &[tortie_calc::rules::PortRange]) -> Option<u32> {
@@ -108,9 +116,10 @@ fn entity_has_addresses(e: &CompiledEntity) -> bool {
         || !e.not_named_port_sets.is_empty()
 }
 
-fn addr_lookup(f: IpFamily, addr: Addr, id: u32, invert: bool) -> Vec<Expr> {
+/// "Address in set `id`", `set` being its id and whether it is ranged.
+fn addr_lookup(f: IpFamily, addr: Addr, (id, ranged): (u32, bool), invert: bool) -> Vec<Expr> {
     exprs::id_lookup(
-        selector_set(f),
+        selector_set(f, ranged),
         id,
         vec![exprs::load_addr(f, addr, Reg::r32(1))],
         invert,
@@ -169,20 +178,10 @@ fn entity_fixed(
         v.extend(nets_match(&e.nets, f, addr, false, held)?);
         v.extend(nets_match(&e.not_nets, f, addr, true, held)?);
         if let Some(key) = &e.ip_set {
-            v.extend(addr_lookup(
-                f,
-                addr,
-                held.calc(key, SetKind::Addresses)?,
-                false,
-            ));
+            v.extend(addr_lookup(f, addr, held.addresses(key)?, false));
         }
         if let Some(key) = &e.not_ip_set {
-            v.extend(addr_lookup(
-                f,
-                addr,
-                held.calc(key, SetKind::Addresses)?,
-                true,
-            ));
+            v.extend(addr_lookup(f, addr, held.addresses(key)?, true));
         }
         for key in &e.not_named_port_sets {
             v.extend(named_port_lookup(
@@ -375,8 +374,8 @@ mod tests {
         let r = rule(|r| r.source.ip_set = Some("s:abc".into()));
         let (out, keys) = render(&r, &mut rs, &mut t);
         assert_eq!(out.len(), 2);
-        assert_eq!(lookups(&out[0]), [(names::SEL4, false)]);
-        assert_eq!(lookups(&out[1]), [(names::SEL6, false)]);
+        assert_eq!(lookups(&out[0]), [(names::SEL4_HOSTS, false)]);
+        assert_eq!(lookups(&out[1]), [(names::SEL6_HOSTS, false)]);
         assert_eq!(keys, ["s:abc", "s:abc"]);
         assert_eq!(out[0].comment.as_deref(), Some("gnp/x ingress rule 0"));
     }

@@ -408,14 +408,8 @@ spec:
     ])
 }
 
-#[test]
-fn a_label_change_flips_a_verdict_through_set_elements_only_needs_root() -> Result<()> {
-    let mut lab = Lab::new()?;
-    lab.put(&namespace_profile("ns"))?;
-    lab.pod(PodSpec::new("ns", "server", "10.65.0.2").labels(&[("app", "server")]))?;
-    lab.pod(PodSpec::new("ns", "client", "10.65.0.3").labels(&[("role", "stranger")]))?;
-    lab.put(
-        r#"
+/// The server (`app == "server"`) admits only `role == "friend"`.
+const FRIENDS_ONLY: &str = r#"
 apiVersion: projectcalico.org/v3
 kind: GlobalNetworkPolicy
 metadata: {name: friends}
@@ -424,8 +418,15 @@ spec:
   ingress:
   - action: Allow
     source: {selector: role == "friend"}
-"#,
-    )?;
+"#;
+
+#[test]
+fn a_label_change_flips_a_verdict_through_set_elements_only_needs_root() -> Result<()> {
+    let mut lab = Lab::new()?;
+    lab.put(&namespace_profile("ns"))?;
+    lab.pod(PodSpec::new("ns", "server", "10.65.0.2").labels(&[("app", "server")]))?;
+    lab.pod(PodSpec::new("ns", "client", "10.65.0.3").labels(&[("role", "stranger")]))?;
+    lab.put(FRIENDS_ONLY)?;
     lab.sync()?;
     expect(&[(
         "stranger -> server",
@@ -451,6 +452,58 @@ spec:
         lab.tcp("client", "server", 80)?,
         false,
     )])
+}
+
+#[test]
+fn a_network_set_joining_a_selector_moves_it_to_ranges_and_back_needs_root() -> Result<()> {
+    let mut lab = Lab::new()?;
+    lab.put(&namespace_profile("ns"))?;
+    lab.pod(PodSpec::new("ns", "server", "10.65.0.2").labels(&[("app", "server")]))?;
+    lab.pod(PodSpec::new("ns", "client", "10.65.0.3").labels(&[("role", "friend")]))?;
+    lab.pod(PodSpec::new("ns", "other", "10.65.0.4").labels(&[("role", "stranger")]))?;
+    lab.put(FRIENDS_ONLY)?;
+    lab.sync()?;
+    let friends = |lab: &Lab| -> Result<Vec<(&'static str, bool, bool)>> {
+        Ok(vec![
+            ("client -> server", lab.tcp("client", "server", 80)?, true),
+            ("other -> server", lab.tcp("other", "server", 80)?, false),
+        ])
+    };
+    expect(&friends(&lab)?)?;
+    ensure!(
+        lab.ruleset()?.contains("@sel4h"),
+        "a selector of workloads is looked up in the hash"
+    );
+    // A network set of friends covering `other`: the selector now holds
+    // a CIDR, so it and its rules move to the interval set.
+    lab.put(
+        r#"
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkSet
+metadata: {name: office, labels: {role: friend}}
+spec: {nets: [10.65.0.4/30]}
+"#,
+    )?;
+    let (stats, _) = lab.sync()?;
+    ensure!(stats.chains_written >= 1, "the rule follows: {stats:?}");
+    expect(&[
+        ("client -> server", lab.tcp("client", "server", 80)?, true),
+        (
+            "other (in the network set) -> server",
+            lab.tcp("other", "server", 80)?,
+            true,
+        ),
+    ])?;
+    let listing = lab.ruleset()?;
+    ensure!(
+        listing.contains("@sel4 ") && !listing.contains("@sel4h"),
+        "the rule looks up the interval set:\n{listing}"
+    );
+    lab.delete(Kind::GlobalNetworkSet, "", "office")?;
+    lab.sync()?;
+    expect(&friends(&lab)?)?;
+    ensure!(lab.ruleset()?.contains("@sel4h"), "and back to the hash");
+    Ok(())
 }
 
 #[test]

@@ -11,7 +11,13 @@
 //!   source in selector 7". A few large sets instead of one per selector:
 //!   nftables' load cost follows the number of sets and of rules
 //!   referencing them, not their size. Ranges make CIDRs (network sets)
-//!   and single addresses (workloads) one kind of element.
+//!   and single addresses (workloads) one kind of element. A selector
+//!   whose members are all single addresses (every selector of workloads
+//!   only) lives instead in the family's *host* selector set
+//!   ([`host_selector_set`], [`host_selector_key`]): exact `id . address`
+//!   elements in a hash, where adding or removing one costs the same at
+//!   any set size, unlike the interval set's pipapo backend, whose every
+//!   change grows with the whole set.
 //! - Dispatch to per-endpoint chains is a verdict map keyed by interface
 //!   name ([`dispatch`]); one lookup replaces a rule per endpoint.
 //! - Mark bits are host-order 32-bit values (as `meta mark` is);
@@ -21,6 +27,8 @@
 //! for their family, so every address match starts with a `meta nfproto`
 //! check; interface names compare as NUL-padded 16-byte strings, and a
 //! trailing `*` makes a prefix match (only the prefix bytes compared).
+
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 
@@ -174,6 +182,25 @@ pub fn selector_set(f: IpFamily) -> SetSpec {
     SetSpec::interval(vec![KeyField::MARK, addr])
 }
 
+/// The host selector set's shape for a family: `mark . ipv4_addr` (or
+/// `ipv6_addr`), exact elements (a hash).
+pub fn host_selector_set(f: IpFamily) -> SetSpec {
+    let addr = match f {
+        IpFamily::V4 => KeyField::IPV4_ADDR,
+        IpFamily::V6 => KeyField::IPV6_ADDR,
+    };
+    SetSpec::plain(vec![KeyField::MARK, addr])
+}
+
+/// The host selector set element putting `addr` in selector `id`.
+pub fn host_selector_key(id: u32, addr: IpAddr) -> Key {
+    let id = id.to_be_bytes();
+    match addr {
+        IpAddr::V4(a) => Key::exact(concat_key(&[&id, &a.octets()])),
+        IpAddr::V6(a) => Key::exact(concat_key(&[&id, &a.octets()])),
+    }
+}
+
 /// The selector set element putting `net` in selector `id`.
 pub fn selector_key(id: u32, net: IpNet) -> Key {
     let (first, last) = match net {
@@ -279,6 +306,10 @@ mod tests {
         let host = selector_key(1, "fd00::1/128".parse().expect("valid"));
         assert_eq!(host.start.len(), 20);
         assert_eq!(Some(host.start.clone()), host.end);
+        let exact = host_selector_key(7, "10.65.1.9".parse().expect("valid"));
+        assert_eq!(exact.start, vec![0, 0, 0, 7, 10, 65, 1, 9]);
+        assert_eq!(exact.end, None);
+        assert_eq!(host_selector_set(IpFamily::V6).key_len(), 20);
     }
 
     #[test]
