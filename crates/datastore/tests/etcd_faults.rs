@@ -19,7 +19,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +27,7 @@ use tortie_datastore::sync::{SyncEvent, SyncStatus, Syncer, SyncerConfig};
 use tortie_datastore::{
     Datastore, DatastoreError, DatastoreSpec, EtcdTimeouts, EventKind, Revision,
 };
-use tortie_testkit::EtcdCluster;
+use tortie_testkit::{ChildReport, EtcdCluster, TestChildren, print_child_result};
 
 const CHILD_TEST_NAME: &str = "fault_child_process";
 const ROLE: &str = "TORTIE_FAULT_ROLE";
@@ -73,7 +72,7 @@ fn fault_child_process() -> Result<()> {
             other => bail!("unknown child role {other:?}"),
         }
     })?;
-    println!("\n{RESULT}{result}");
+    print_child_result(RESULT, &result);
     Ok(())
 }
 
@@ -109,7 +108,7 @@ async fn kill_member_under_load(which: Victim) -> Result<()> {
     let everyone = DatastoreSpec::Etcd(cluster.config()).to_string();
     let victim_only =
         DatastoreSpec::Etcd(cluster.config_for(&[cluster.endpoint(victim)])).to_string();
-    let mut children = Children::default();
+    let mut children = TestChildren::new(CHILD_TEST_NAME, RESULT);
     for worker in 0..4 {
         let spec = if worker == 0 { &victim_only } else { &everyone };
         children.spawn(
@@ -174,9 +173,11 @@ async fn kill_member_under_load(which: Victim) -> Result<()> {
     )
     .await?;
     std::fs::write(dir.path().join("stop"), b"")?;
-    let writers = children
-        .wait_for(|name| name.starts_with("cas-"), CASE_DEADLINE)
-        .await?;
+    let writers = with_backend_log(
+        children
+            .wait_for(|name| name.starts_with("cas-"), CASE_DEADLINE)
+            .await?,
+    );
     let counter = store.get(&key).await?.context("the counter vanished")?;
     let final_count = count_of(&counter.value)?;
     let increments: i64 = writers
@@ -194,7 +195,7 @@ async fn kill_member_under_load(which: Victim) -> Result<()> {
     ensure!(final_count >= after, "the counter went backwards");
 
     std::fs::write(dir.path().join("target"), final_count.to_string())?;
-    let watchers = children.wait_for(|_| true, CASE_DEADLINE).await?;
+    let watchers = with_backend_log(children.wait_all(CASE_DEADLINE).await?);
     for (name, result) in &watchers {
         println!("{name}: {result}");
         assert_eq!(
@@ -229,7 +230,7 @@ async fn wait_for_count(
     store: &dyn Datastore,
     key: &str,
     count: i64,
-    children: &mut Children,
+    children: &mut TestChildren,
 ) -> Result<i64> {
     let deadline = Instant::now() + CASE_DEADLINE;
     loop {
@@ -598,114 +599,20 @@ fn field(result: &str, name: &str) -> Result<i64> {
         .with_context(|| format!("{name} in {result:?}"))
 }
 
-/// Child processes, killed by PID if still running when dropped.
-#[derive(Default)]
-struct Children {
-    running: Vec<(String, Child)>,
-}
-
-impl Children {
-    fn spawn(&mut self, name: &str, vars: &[(&str, String)]) -> Result<()> {
-        let exe = std::env::current_exe().context("locating the test binary")?;
-        let child = Command::new(exe)
-            .args([
-                CHILD_TEST_NAME,
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .envs(vars.iter().map(|(name, value)| (name, value)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("spawning child {name}"))?;
-        self.running.push((name.to_owned(), child));
-        Ok(())
-    }
-
-    /// Fails if a child has exited already (they all run until told).
-    fn check_running(&mut self) -> Result<()> {
-        for index in 0..self.running.len() {
-            if self.running[index].1.try_wait()?.is_some() {
-                let (name, child) = self.running.swap_remove(index);
-                let output = child.wait_with_output()?;
-                bail!("child {name} stopped early:\n{}", describe(&output));
-            }
-        }
-        Ok(())
-    }
-
-    /// Waits for the children `selected` picks; each must succeed and
-    /// report a result line.
-    async fn wait_for(
-        &mut self,
-        selected: impl Fn(&str) -> bool,
-        timeout: Duration,
-    ) -> Result<Vec<(String, String)>> {
-        let deadline = Instant::now() + timeout;
-        let mut results = Vec::new();
-        while self.running.iter().any(|(name, _)| selected(name)) {
-            ensure!(
-                Instant::now() < deadline,
-                "children still running after {timeout:?}"
+/// The children's results, each followed by what the backend logged to
+/// its stderr: how often it retried a call and resumed a watch.
+fn with_backend_log(reports: Vec<ChildReport>) -> Vec<(String, String)> {
+    reports
+        .into_iter()
+        .map(|r| {
+            let count = |what: &str| r.stderr.lines().filter(|l| l.contains(what)).count();
+            let result = format!(
+                "{} retries={} resumed={}",
+                r.result,
+                count("retrying"),
+                count("watch resumed")
             );
-            let mut index = 0;
-            while index < self.running.len() {
-                let (name, child) = &mut self.running[index];
-                if selected(name) && child.try_wait()?.is_some() {
-                    let (name, child) = self.running.swap_remove(index);
-                    let output = child.wait_with_output()?;
-                    ensure!(
-                        output.status.success(),
-                        "child {name} failed:\n{}",
-                        describe(&output)
-                    );
-                    let stdout = String::from_utf8_lossy(&output.stdout);
-                    let result = stdout
-                        .lines()
-                        .find_map(|line| line.split_once(RESULT).map(|(_, result)| result))
-                        .with_context(|| format!("child {name} reported no result:\n{stdout}"))?;
-                    // What the backend logged: how often it retried and
-                    // resumed a watch.
-                    let stderr = String::from_utf8_lossy(&output.stderr);
-                    let count =
-                        |what: &str| stderr.lines().filter(|line| line.contains(what)).count();
-                    results.push((
-                        name,
-                        format!(
-                            "{result} retries={} resumed={}",
-                            count("retrying"),
-                            count("watch resumed")
-                        ),
-                    ));
-                } else {
-                    index += 1;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(results)
-    }
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "{}\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for (name, child) in &mut self.running {
-            if let Ok(None) = child.try_wait() {
-                eprintln!("killing child {name} (pid {})", child.id());
-                let _ = child.kill();
-            }
-            let _ = child.wait();
-        }
-    }
+            (r.name, result)
+        })
+        .collect()
 }

@@ -10,6 +10,10 @@
 //! [`TcpProxy`] sits between a client and a member and can swallow
 //! answers or black-hole a connection (faults a kill cannot produce).
 //!
+//! [`TestChildren`] runs copies of the calling test binary as child
+//! processes (many writers racing, clients killed mid-operation) and
+//! collects the result line each prints.
+//!
 //! [`TestNetns`] (needs root) is a throwaway network namespace for kernel
 //! and real-packet tests: bounded `ip`/`nft`/`sysctl` commands inside it,
 //! veth pairs between two, and work run on a thread `setns`ed into it
@@ -25,10 +29,12 @@
 //! `tokio::task::spawn_blocking`; methods take `&self`, so an
 //! `Arc<EtcdCluster>` can be shared.
 //!
-//! Layout: `cluster` (the cluster and its members' lifecycle), `process`
+//! Layout: `cluster` (the cluster and its members' lifecycle), `children`,
+//! `process`
 //! (one member process, its log and its HTTP health endpoint), `ports`,
 //! `proxy`, `tls`, `netns`, `leftovers`.
 
+mod children;
 mod cluster;
 mod leftovers;
 mod netns;
@@ -37,6 +43,7 @@ mod process;
 mod proxy;
 mod tls;
 
+pub use children::{ChildReport, TestChildren, print_child_result};
 pub use cluster::{EtcdCluster, EtcdOptions};
 pub use netns::{TestNetns, run_command, run_in};
 pub use proxy::{ProxyMode, TcpProxy};

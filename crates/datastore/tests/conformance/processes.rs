@@ -7,11 +7,11 @@
 //! conformance_child_process` and a role in the environment. Every child
 //! is waited for with a deadline and killed by PID if the case fails.
 
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use tortie_datastore::{Datastore, DatastoreError, DatastoreSpec, EventKind};
+use tortie_testkit::{TestChildren, print_child_result};
 
 use super::Target;
 
@@ -40,7 +40,7 @@ pub async fn cas_increments_across_processes(t: &Target) -> Result<()> {
     let total = WORKERS as i64 * INCREMENTS;
     let spec = t.spec.to_string();
 
-    let mut children = Children::default();
+    let mut children = TestChildren::new(CHILD_TEST_NAME, RESULT);
     children.spawn(
         "watcher",
         &[
@@ -62,18 +62,18 @@ pub async fn cas_increments_across_processes(t: &Target) -> Result<()> {
             ],
         )?;
     }
-    let results = children.wait_all().await?;
-    for (name, result) in &results {
-        println!("{name}: {result}");
+    let reports = children.wait_all(CHILD_DEADLINE).await?;
+    for r in &reports {
+        println!("{}: {}", r.name, r.result);
     }
-    let watcher = results
+    let watcher = reports
         .iter()
-        .find(|(name, _)| name == "watcher")
+        .find(|r| r.name == "watcher")
         .context("watcher result")?;
     ensure!(
-        watcher.1.contains(&format!("events={total} ")),
+        watcher.result.contains(&format!("events={total} ")),
         "watcher saw {}",
-        watcher.1
+        watcher.result
     );
     let counter = store.get(&key).await?.context("counter")?;
     assert_eq!(counter.value, total.to_string().into_bytes());
@@ -90,7 +90,7 @@ pub async fn concurrent_first_use_from_processes(t: &Target) -> Result<()> {
         .duration_since(UNIX_EPOCH)
         .context("clock before 1970")?
         + Duration::from_millis(700);
-    let mut children = Children::default();
+    let mut children = TestChildren::new(CHILD_TEST_NAME, RESULT);
     for user in 0..FIRST_USERS {
         children.spawn(
             &format!("first-{user}"),
@@ -104,7 +104,7 @@ pub async fn concurrent_first_use_from_processes(t: &Target) -> Result<()> {
             ],
         )?;
     }
-    children.wait_all().await?;
+    children.wait_all(CHILD_DEADLINE).await?;
     let store = t.connect().await?;
     let list = store.list(&t.key("first/")).await?;
     assert_eq!(list.items.len(), FIRST_USERS);
@@ -146,8 +146,7 @@ pub fn child_entry() -> Result<()> {
             other => bail!("unknown child role {other:?}"),
         }
     })?;
-    // libtest prints the test name without a newline before the output.
-    println!("\n{RESULT}{result}");
+    print_child_result(RESULT, &result);
     Ok(())
 }
 
@@ -238,82 +237,4 @@ fn env_i64(name: &str) -> Result<i64> {
     env(name)?
         .parse()
         .with_context(|| format!("child variable {name}"))
-}
-
-/// Child processes, killed by PID if still running when dropped.
-#[derive(Default)]
-struct Children {
-    running: Vec<(String, Child)>,
-}
-
-impl Children {
-    fn spawn(&mut self, name: &str, vars: &[(&str, String)]) -> Result<()> {
-        let exe = std::env::current_exe().context("locating the test binary")?;
-        let child = Command::new(exe)
-            .args([
-                CHILD_TEST_NAME,
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .envs(vars.iter().map(|(name, value)| (name, value)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("spawning child {name}"))?;
-        self.running.push((name.to_owned(), child));
-        Ok(())
-    }
-
-    /// Waits for every child; each must succeed and report a result line.
-    async fn wait_all(&mut self) -> Result<Vec<(String, String)>> {
-        let deadline = tokio::time::Instant::now() + CHILD_DEADLINE;
-        let mut results = Vec::new();
-        while !self.running.is_empty() {
-            ensure!(
-                tokio::time::Instant::now() < deadline,
-                "children still running after {CHILD_DEADLINE:?}"
-            );
-            let mut index = 0;
-            while index < self.running.len() {
-                if self.running[index].1.try_wait()?.is_some() {
-                    let (name, child) = self.running.swap_remove(index);
-                    let output = child.wait_with_output()?;
-                    results.push((name.clone(), child_result(&name, &output)?));
-                } else {
-                    index += 1;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(results)
-    }
-}
-
-fn child_result(name: &str, output: &Output) -> Result<String> {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    ensure!(
-        output.status.success(),
-        "child {name} failed ({}):\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-        .lines()
-        .find_map(|line| line.split_once(RESULT).map(|(_, result)| result))
-        .map(str::to_owned)
-        .with_context(|| format!("child {name} reported no result:\n{stdout}"))
-}
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for (name, child) in &mut self.running {
-            if let Ok(None) = child.try_wait() {
-                eprintln!("killing child {name} (pid {})", child.id());
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
 }

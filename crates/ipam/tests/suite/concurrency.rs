@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -16,6 +15,7 @@ use tortie_datastore::DatastoreSpec;
 use tortie_ipam::{Ipam, ReleaseRequest};
 use tortie_model::Kind;
 use tortie_model::endpoint::WorkloadEndpointSpec;
+use tortie_testkit::{TestChildren, print_child_result};
 
 use super::fixture::*;
 
@@ -145,7 +145,7 @@ pub async fn concurrent_tasks_on_three_nodes(t: &Target) -> Result<()> {
 
 pub async fn concurrent_processes_on_one_and_three_nodes(t: &Target) -> Result<()> {
     setup_cluster(t, "10.30.0.0/20", 28).await?;
-    let mut children = Children::default();
+    let mut children = TestChildren::new(CHILD_TEST_NAME, RESULT);
     for p in 0..6 {
         // Two processes share node-a with each other and with the three-node mix.
         let host = HOSTS[p % 3];
@@ -162,9 +162,9 @@ pub async fn concurrent_processes_on_one_and_three_nodes(t: &Target) -> Result<(
         )?;
     }
     let mut held = BTreeMap::new();
-    for (name, result) in children.wait_all().await? {
-        let list: Vec<(IpAddr, String)> =
-            serde_json::from_str(&result).with_context(|| format!("result of {name}"))?;
+    for report in children.wait_all(CHILD_DEADLINE).await? {
+        let list: Vec<(IpAddr, String)> = serde_json::from_str(&report.result)
+            .with_context(|| format!("result of {}", report.name))?;
         for (ip, handle) in list {
             if let Some(other) = held.insert(ip, handle.clone()) {
                 bail!("{ip} handed to {other} and to {handle}");
@@ -186,7 +186,7 @@ pub async fn sigkilled_processes_leave_only_leaks_that_check_finds(t: &Target) -
     let ipam = t.ipam().await?;
     for round in 0..3 {
         let before = all_allocations(store.as_ref()).await?.len();
-        let mut children = Children::default();
+        let mut children = TestChildren::new(CHILD_TEST_NAME, RESULT);
         for p in 0..6 {
             let host = HOSTS[p % 3];
             let name = format!("{host}.k{round}{p}");
@@ -220,7 +220,7 @@ pub async fn sigkilled_processes_leave_only_leaks_that_check_finds(t: &Target) -
     }
     // Life goes on: new processes on the same hosts finish or discard the
     // interrupted claims and allocate normally.
-    let mut children = Children::default();
+    let mut children = TestChildren::new(CHILD_TEST_NAME, RESULT);
     for (p, host) in HOSTS.iter().enumerate() {
         let name = format!("{host}.r{p}");
         children.spawn(
@@ -234,7 +234,7 @@ pub async fn sigkilled_processes_leave_only_leaks_that_check_finds(t: &Target) -
             ],
         )?;
     }
-    children.wait_all().await?;
+    children.wait_all(CHILD_DEADLINE).await?;
     let (findings, _) = ipam.check().await?;
     ensure!(
         findings.leaked.is_empty() && findings.leaked_handles.is_empty(),
@@ -381,7 +381,7 @@ pub fn child_entry() -> Result<()> {
             other => bail!("unknown child role {other:?}"),
         }
     })?;
-    println!("\n{RESULT}{result}");
+    print_child_result(RESULT, &result);
     Ok(())
 }
 
@@ -415,92 +415,4 @@ async fn churn(target: &Target, ipam: &Ipam, host: &str, name: &str) -> Result<S
 
 fn env(name: &str) -> Result<String> {
     std::env::var(name).with_context(|| format!("child variable {name}"))
-}
-
-/// Child processes, killed by PID if still running when dropped.
-#[derive(Default)]
-struct Children {
-    running: Vec<(String, Child)>,
-}
-
-impl Children {
-    fn spawn(&mut self, name: &str, vars: &[(&str, String)]) -> Result<()> {
-        let exe = std::env::current_exe().context("locating the test binary")?;
-        let child = Command::new(exe)
-            .args([
-                CHILD_TEST_NAME,
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .envs(vars.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("spawning child {name}"))?;
-        self.running.push((name.to_string(), child));
-        Ok(())
-    }
-
-    /// SIGKILLs every running child (by PID) and reaps it; returns how many
-    /// were still running.
-    fn kill_all(&mut self) -> usize {
-        let mut killed = 0;
-        for (name, mut child) in self.running.drain(..) {
-            if let Ok(None) = child.try_wait() {
-                if child.kill().is_ok() {
-                    killed += 1;
-                } else {
-                    eprintln!("could not kill child {name} (pid {})", child.id());
-                }
-            }
-            let _ = child.wait();
-        }
-        killed
-    }
-
-    /// Waits for every child; each must succeed and report a result line.
-    async fn wait_all(&mut self) -> Result<Vec<(String, String)>> {
-        let deadline = tokio::time::Instant::now() + CHILD_DEADLINE;
-        let mut results = Vec::new();
-        while !self.running.is_empty() {
-            ensure!(
-                tokio::time::Instant::now() < deadline,
-                "children still running after {CHILD_DEADLINE:?}"
-            );
-            let mut index = 0;
-            while index < self.running.len() {
-                if self.running[index].1.try_wait()?.is_some() {
-                    let (name, child) = self.running.swap_remove(index);
-                    let output = child.wait_with_output()?;
-                    results.push((name.clone(), child_result(&name, &output)?));
-                } else {
-                    index += 1;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(results)
-    }
-}
-
-fn child_result(name: &str, output: &Output) -> Result<String> {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    ensure!(
-        output.status.success(),
-        "child {name} failed ({}):\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-        .lines()
-        .find_map(|line| line.split_once(RESULT).map(|(_, r)| r.to_string()))
-        .with_context(|| format!("child {name} reported no result:\n{stdout}"))
-}
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        self.kill_all();
-    }
 }
