@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use tortie_calc::explain::{Peer, Request, resolve_peer};
+use tortie_calc::rules::IpFamily;
 use tortie_calc::{ClusterModel, Explanation};
 use tortie_client::Client;
 
@@ -42,6 +43,10 @@ pub struct ExplainArgs {
     pub icmp_type: Option<u8>,
     #[arg(long, default_value_t = 0)]
     pub icmp_code: u8,
+    /// Explain the IPv6 packet: endpoints and sets stand for their IPv6
+    /// address (without it, IPv4 when both ends have IPv4)
+    #[arg(long)]
+    pub ipv6: bool,
     /// Output format: text or json
     #[arg(short = 'o', long, default_value = "text")]
     pub output: String,
@@ -80,6 +85,11 @@ pub async fn load_model(client: &Client) -> Result<ClusterModel> {
     Ok(model)
 }
 
+/// The family `--ipv6` asks for (`None`: the first both ends have).
+pub fn family(ipv6: bool) -> Option<IpFamily> {
+    ipv6.then_some(IpFamily::V6)
+}
+
 /// Explains one packet in an already loaded model.
 pub fn explain_in(
     model: &ClusterModel,
@@ -87,6 +97,7 @@ pub fn explain_in(
     to: &str,
     protocol: u8,
     port: Option<u16>,
+    family: Option<IpFamily>,
 ) -> Result<Explanation> {
     let request = Request {
         from: resolve_peer(model, from)?,
@@ -95,7 +106,7 @@ pub fn explain_in(
         dst_port: port,
         src_port: None,
         icmp: None,
-        family: None,
+        family,
     };
     Ok(tortie_calc::explain(model, &request)?)
 }
@@ -119,7 +130,7 @@ async fn explain(global: &GlobalArgs, args: &ExplainArgs) -> Result<ExitCode> {
         dst_port: args.port,
         src_port: args.src_port,
         icmp: args.icmp_type.map(|t| (t, args.icmp_code)),
-        family: None,
+        family: family(args.ipv6),
     };
     let explanation = tortie_calc::explain(&model, &request)?;
     match args.output.as_str() {

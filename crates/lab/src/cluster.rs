@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
-use crate::net;
-use crate::state::{LabState, NodeState, StateLock, lab_dir, netns_prefix, validate_name};
+use crate::net::{self, Attachment};
+use crate::state::{
+    LabState, NodeState, StateLock, lab_dir, mtu_file, netns_prefix, validate_name,
+};
 use crate::store::{self, EtcdState};
 
 /// How long `up` waits for every node daemon to report ready.
@@ -48,6 +50,65 @@ pub struct UpArgs {
     /// The pod IP pool
     #[arg(long, default_value = "10.244.0.0/16")]
     pub pod_cidr: String,
+    /// Dual-stack: an IPv6 pool too, IPv6 node addresses, and pods with an
+    /// address of each family
+    #[arg(long)]
+    pub ipv6: bool,
+    /// The IPv6 data-centre subnet (with --ipv6)
+    #[arg(long, default_value = "fd30::/64", requires = "ipv6")]
+    pub subnet6: String,
+    /// The IPv6 pod IP pool (with --ipv6)
+    #[arg(long, default_value = "fd00:10:244::/48", requires = "ipv6")]
+    pub pod_cidr6: String,
+}
+
+/// The IPv6 half of a dual-stack lab, parsed.
+struct Ipv6Plan {
+    subnet: Ipv6Net,
+    pod_cidr: Ipv6Net,
+}
+
+impl Ipv6Plan {
+    fn parse(args: &UpArgs) -> Result<Option<Ipv6Plan>> {
+        if !args.ipv6 {
+            return Ok(None);
+        }
+        let net = |text: &str, flag: &str| -> Result<Ipv6Net> {
+            text.parse::<Ipv6Net>().map(|n| n.trunc()).map_err(|_| {
+                anyhow::anyhow!("{flag} {text:?}: expected an IPv6 CIDR, e.g. fd30::/64")
+            })
+        };
+        let plan = Ipv6Plan {
+            subnet: net(&args.subnet6, "--subnet6")?,
+            pod_cidr: net(&args.pod_cidr6, "--pod-cidr6")?,
+        };
+        if plan.subnet.prefix_len() > 120 {
+            bail!("--subnet6 {}: use a prefix of /120 or shorter", plan.subnet);
+        }
+        if plan.pod_cidr.prefix_len() > 122 {
+            bail!(
+                "--pod-cidr6 {}: the pool's blocks are /122, so use a prefix of /122 or shorter",
+                plan.pod_cidr
+            );
+        }
+        Ok(Some(plan))
+    }
+
+    /// The bridge's address: `::1` of the subnet.
+    fn gateway(&self) -> std::net::Ipv6Addr {
+        (u128::from(self.subnet.network()) + 1).into()
+    }
+
+    /// Node `index`'s address: the decimal digits of its IPv4 host number
+    /// (10 + index) read as hex, so node-1 (`172.30.0.11`) is `fd30::11`.
+    /// A lab has at most 50 nodes and `--subnet6` is at most a /120, so
+    /// the address (at most `::60`) is always inside the subnet.
+    fn node_ip(&self, index: usize) -> String {
+        let number = 10 + index as u128;
+        let host = number / 10 * 16 + number % 10;
+        let ip = std::net::Ipv6Addr::from(u128::from(self.subnet.network()) + host);
+        format!("{ip}/{}", self.subnet.prefix_len())
+    }
 }
 
 /// The lab's own CNI plugin links (`bin/tortie-cni`, `bin/tortie-ipam`).
@@ -76,17 +137,23 @@ fn node_ip(subnet: &Ipv4Net, index: usize) -> Result<String> {
     Ok(format!("{host}/{}", subnet.prefix_len()))
 }
 
-/// Writes the lab's IP pool (the datastore is created on first write).
-fn create_pool(lab: &LabState, pod_cidr: &str, mode: &str) -> Result<()> {
-    let vxlan = match mode {
-        "vxlan" => "Always",
-        other => bail!(
-            "--mode {other:?}: the lab supports vxlan (BGP mode arrives with the BGP speaker)"
-        ),
+/// Writes the lab's IP pools, `lab-pool` and, in a dual-stack lab,
+/// `lab-pool-v6` (the datastore is created on first write).
+fn create_pools(lab: &LabState, pod_cidr: &str, v6: Option<&Ipv6Plan>) -> Result<()> {
+    let vxlan = vxlan_mode(&lab.mode)?;
+    let pool = |name: &str, spec: String| {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: {name}}}\nspec: {{{spec}, vxlanMode: {vxlan}, natOutgoing: true}}\n"
+        )
     };
-    let yaml = format!(
-        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: lab-pool}}\nspec: {{cidr: {pod_cidr}, vxlanMode: {vxlan}, natOutgoing: true}}\n"
-    );
+    let mut yaml = pool("lab-pool", format!("cidr: {pod_cidr}"));
+    if let Some(v6) = v6 {
+        yaml.push_str("---\n");
+        yaml.push_str(&pool(
+            "lab-pool-v6",
+            format!("cidr: '{}', blockSize: 122", v6.pod_cidr),
+        ));
+    }
     let netns = lab.datastore_netns();
     store::with_client(&lab.datastore, netns.as_deref(), |client| async move {
         client.ensure_initialized().await?;
@@ -97,6 +164,16 @@ fn create_pool(lab: &LabState, pod_cidr: &str, mode: &str) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// The pools' `vxlanMode` for `--mode`.
+fn vxlan_mode(mode: &str) -> Result<&'static str> {
+    match mode {
+        "vxlan" => Ok("Always"),
+        other => bail!(
+            "--mode {other:?}: the lab supports vxlan (BGP mode arrives with the BGP speaker)"
+        ),
+    }
 }
 
 /// Starts `tortie node run` inside a node's namespace, detached from this
@@ -110,7 +187,8 @@ fn start_daemon(lab: &LabState, node: &NodeState) -> Result<u32> {
         .append(true)
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
-    let child = Command::new("ip")
+    let mut command = Command::new("ip");
+    command
         .args(["netns", "exec", &node.netns])
         .arg(&exe)
         .args([
@@ -122,7 +200,11 @@ fn start_daemon(lab: &LabState, node: &NodeState) -> Result<u32> {
             &node.name,
         ])
         .arg("--mtu-file")
-        .arg(lab_dir(&lab.name).join(format!("{}.mtu", node.name)))
+        .arg(mtu_file(&lab.name, &node.name));
+    if let Some(ip6) = &node.ip6 {
+        command.args(["--ip6", ip6]);
+    }
+    let child = command
         .args(["--log-level", "info"])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -133,20 +215,23 @@ fn start_daemon(lab: &LabState, node: &NodeState) -> Result<u32> {
     Ok(child.id())
 }
 
-/// Waits until the node daemon answers ready inside its namespace.
+/// Waits until the node daemon answers ready inside its namespace and
+/// has written the pod MTU.
 fn wait_ready(lab: &LabState, node: &NodeState) -> Result<()> {
     let exe = std::env::current_exe().context("locating the tortie binary")?;
     let deadline = Instant::now() + READY_TIMEOUT;
+    let mtu = mtu_file(&lab.name, &node.name);
     loop {
-        let ok = Command::new("ip")
-            .args(["netns", "exec", &node.netns])
-            .arg(&exe)
-            .args(["node", "status", "--ready"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
+        let ok = mtu.exists()
+            && Command::new("ip")
+                .args(["netns", "exec", &node.netns])
+                .arg(&exe)
+                .args(["node", "status", "--ready"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
         if ok {
             return Ok(());
         }
@@ -220,6 +305,8 @@ pub fn up(args: &UpArgs) -> Result<ExitCode> {
         .subnet
         .parse()
         .with_context(|| format!("--subnet {:?}", args.subnet))?;
+    vxlan_mode(&args.mode)?;
+    let v6 = Ipv6Plan::parse(args)?;
     if LabState::exists(&args.name)
         || !net::netns_with_prefix(&netns_prefix(&args.name))?.is_empty()
     {
@@ -253,6 +340,7 @@ pub fn up(args: &UpArgs) -> Result<ExitCode> {
         datastore,
         mode: args.mode.clone(),
         subnet: subnet.to_string(),
+        subnet6: v6.as_ref().map(|v6| v6.subnet.to_string()),
         nodes: Vec::new(),
         pods: Vec::new(),
         etcd,
@@ -260,7 +348,11 @@ pub fn up(args: &UpArgs) -> Result<ExitCode> {
     let result = (|| -> Result<()> {
         link_plugins(&lab.name)?;
         let dc = format!("{prefix}dc");
-        net::create_dc(&dc, &format!("{gateway}/{}", subnet.prefix_len()))?;
+        let mut gateways = vec![format!("{gateway}/{}", subnet.prefix_len())];
+        if let Some(v6) = &v6 {
+            gateways.push(format!("{}/{}", v6.gateway(), v6.subnet.prefix_len()));
+        }
+        net::create_dc(&dc, &gateways)?;
         lab.save()?;
         if let Some(etcd) = lab.etcd.as_mut() {
             eprintln!("Starting etcd at {} in namespace {dc}", etcd.client_url);
@@ -268,29 +360,41 @@ pub fn up(args: &UpArgs) -> Result<ExitCode> {
             lab.save()?;
             started?;
         }
+        let pools = match &v6 {
+            Some(v6) => format!("{} and {}", args.pod_cidr, v6.pod_cidr),
+            None => args.pod_cidr.clone(),
+        };
         eprintln!(
-            "Creating the datastore and IP pool {} ({})",
-            args.pod_cidr, lab.datastore
+            "Creating the datastore and IP pools {pools} ({})",
+            lab.datastore
         );
-        create_pool(&lab, &args.pod_cidr, &args.mode)?;
+        create_pools(&lab, &args.pod_cidr, v6.as_ref())?;
         for i in 1..=args.nodes {
             let node = NodeState {
                 name: format!("node-{i}"),
                 netns: format!("{prefix}n{i}"),
                 ip: node_ip(&subnet, i)?,
+                ip6: v6.as_ref().map(|v6| v6.node_ip(i)),
                 pid: None,
             };
+            let mut addresses = vec![Attachment {
+                cidr: node.ip.clone(),
+                gateway: gateway.to_string(),
+            }];
+            if let (Some(v6), Some(ip6)) = (&v6, &node.ip6) {
+                addresses.push(Attachment {
+                    cidr: ip6.clone(),
+                    gateway: v6.gateway().to_string(),
+                });
+            }
+            let ips: Vec<&str> = addresses.iter().map(|a| a.cidr.as_str()).collect();
             eprintln!(
                 "Creating {} ({}) in namespace {}",
-                node.name, node.ip, node.netns
+                node.name,
+                ips.join(", "),
+                node.netns
             );
-            net::create_node(
-                &dc,
-                &node.netns,
-                &format!("n{i}"),
-                &node.ip,
-                &gateway.to_string(),
-            )?;
+            net::create_node(&dc, &node.netns, &format!("n{i}"), &addresses)?;
             lab.nodes.push(node);
             lab.save()?;
         }
@@ -314,8 +418,12 @@ pub fn up(args: &UpArgs) -> Result<ExitCode> {
         teardown(&lab.name);
         return Err(e);
     }
+    let subnets = match &lab.subnet6 {
+        Some(subnet6) => format!("{subnet} and {subnet6}"),
+        None => subnet.to_string(),
+    };
     println!(
-        "Lab {} is up: {} nodes on {subnet} (datastore {})",
+        "Lab {} is up: {} nodes on {subnets} (datastore {})",
         lab.name,
         lab.nodes.len(),
         lab.datastore
@@ -469,9 +577,13 @@ pub fn status(name: Option<&str>) -> Result<ExitCode> {
     }
     for n in names {
         let lab = LabState::load(&n)?;
+        let subnets = match &lab.subnet6 {
+            Some(subnet6) => format!("subnets {} and {subnet6}", lab.subnet),
+            None => format!("subnet {}", lab.subnet),
+        };
         println!(
-            "Lab {} ({} mode, subnet {}, datastore {})",
-            lab.name, lab.mode, lab.subnet, lab.datastore
+            "Lab {} ({} mode, {subnets}, datastore {})",
+            lab.name, lab.mode, lab.datastore
         );
         for node in &lab.nodes {
             let state = match node.pid {
@@ -479,7 +591,11 @@ pub fn status(name: Option<&str>) -> Result<ExitCode> {
                 Some(pid) => format!("STOPPED (pid {pid} is gone)"),
                 None => "not started".to_string(),
             };
-            println!("  node {:<8} {:<18} {state}", node.name, node.ip);
+            let ips = match &node.ip6 {
+                Some(ip6) => format!("{}, {ip6}", node.ip),
+                None => node.ip.clone(),
+            };
+            println!("  node {:<8} {:<18} {state}", node.name, ips);
         }
         for pod in &lab.pods {
             println!(
@@ -491,4 +607,30 @@ pub fn status(name: Option<&str>) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_node_addresses_repeat_the_ipv4_digits() {
+        let plan = |subnet: &str| Ipv6Plan {
+            subnet: subnet.parse().expect("subnet"),
+            pod_cidr: "fd00:10:244::/48".parse().expect("pool"),
+        };
+        let v6 = plan("fd30::/64");
+        assert_eq!(v6.gateway().to_string(), "fd30::1");
+        assert_eq!(v6.node_ip(1), "fd30::11/64");
+        assert_eq!(v6.node_ip(12), "fd30::22/64");
+        assert_eq!(v6.node_ip(50), "fd30::60/64");
+        let smallest = plan("fd30::100/120");
+        assert_eq!(smallest.gateway().to_string(), "fd30::101");
+        assert_eq!(smallest.node_ip(50), "fd30::160/120");
+        assert!(
+            smallest
+                .subnet
+                .contains(&"fd30::160".parse::<std::net::Ipv6Addr>().expect("ip"))
+        );
+    }
 }

@@ -2,9 +2,12 @@
 //! links that put each node on it, built with iproute2.
 //!
 //! Layout: one namespace `tl-<lab>-dc` holds bridge `br0` (the data-centre
-//! network, `.1` of the lab subnet); each node is a namespace `tl-<lab>-n<i>`
-//! whose `eth0` is a veth into that bridge, with a default route via the
-//! bridge (without one, proxy ARP never answers for 169.254.1.1); pods are
+//! network, `.1` of the lab subnet, and `::1` of the IPv6 subnet in a
+//! dual-stack lab); each node is a namespace `tl-<lab>-n<i>` whose `eth0`
+//! is a veth into that bridge, with a default route per family via the
+//! bridge (without one, proxy ARP never answers for 169.254.1.1) and
+//! forwarding on for each family it has. IPv6 addresses are added without
+//! duplicate address detection, so they are usable at once; pods are
 //! namespaces `tl-<lab>-p<hash>` attached by the CNI plugin. The host's own
 //! namespace is never touched. These are one-off set-up steps, so running
 //! `ip` is fine here; the node daemon programs its dataplane over netlink.
@@ -71,27 +74,46 @@ pub fn del_netns(name: &str) -> Result<()> {
     ip(&["netns", "del", name]).map(drop)
 }
 
-fn sysctl(netns: &str, key: &str, value: &str) -> Result<()> {
-    in_netns(netns, "sysctl", &["-q", "-w", &format!("{key}={value}")]).map(drop)
+/// An address of a namespace on the data-centre network and the gateway
+/// of its family's default route (the bridge).
+pub struct Attachment {
+    /// Address with prefix, e.g. `172.30.0.11/24` or `fd30::11/64`.
+    pub cidr: String,
+    pub gateway: String,
 }
 
-/// The data-centre namespace with its bridge at `gateway/prefix`.
-pub fn create_dc(netns: &str, gateway_cidr: &str) -> Result<()> {
+fn is_ipv6(cidr: &str) -> bool {
+    cidr.contains(':')
+}
+
+/// Adds `cidr` to `dev` inside `netns` and turns on forwarding for its
+/// family there.
+fn add_address(netns: &str, dev: &str, cidr: &str) -> Result<()> {
+    let mut args = vec!["addr", "add", cidr, "dev", dev];
+    let forwarding = if is_ipv6(cidr) {
+        args.push("nodad");
+        "net.ipv6.conf.all.forwarding=1"
+    } else {
+        "net.ipv4.ip_forward=1"
+    };
+    in_netns(netns, "ip", &args)?;
+    in_netns(netns, "sysctl", &["-q", "-w", forwarding]).map(drop)
+}
+
+/// The data-centre namespace with its bridge at each of `gateway_cidrs`
+/// (one per family).
+pub fn create_dc(netns: &str, gateway_cidrs: &[String]) -> Result<()> {
     add_netns(netns)?;
     in_netns(netns, "ip", &["link", "add", "br0", "type", "bridge"])?;
-    in_netns(netns, "ip", &["addr", "add", gateway_cidr, "dev", "br0"])?;
-    in_netns(netns, "ip", &["link", "set", "br0", "up"])?;
-    sysctl(netns, "net.ipv4.ip_forward", "1")
+    for cidr in gateway_cidrs {
+        add_address(netns, "br0", cidr)?;
+    }
+    in_netns(netns, "ip", &["link", "set", "br0", "up"]).map(drop)
 }
 
-/// A node namespace whose `eth0` sits on the data-centre bridge.
-pub fn create_node(
-    dc: &str,
-    netns: &str,
-    port: &str,
-    node_cidr: &str,
-    gateway: &str,
-) -> Result<()> {
+/// A node namespace whose `eth0` sits on the data-centre bridge with
+/// `addresses` (one per family).
+pub fn create_node(dc: &str, netns: &str, port: &str, addresses: &[Attachment]) -> Result<()> {
     add_netns(netns)?;
     in_netns(
         dc,
@@ -101,8 +123,12 @@ pub fn create_node(
         ],
     )?;
     in_netns(dc, "ip", &["link", "set", port, "master", "br0", "up"])?;
-    in_netns(netns, "ip", &["addr", "add", node_cidr, "dev", "eth0"])?;
+    for a in addresses {
+        add_address(netns, "eth0", &a.cidr)?;
+    }
     in_netns(netns, "ip", &["link", "set", "eth0", "up"])?;
-    in_netns(netns, "ip", &["route", "add", "default", "via", gateway])?;
-    sysctl(netns, "net.ipv4.ip_forward", "1")
+    for a in addresses {
+        in_netns(netns, "ip", &["route", "add", "default", "via", &a.gateway])?;
+    }
+    Ok(())
 }

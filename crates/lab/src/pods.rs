@@ -4,7 +4,9 @@
 //! WorkloadEndpoint has orchestrator `k8s`, the namespace and orchestrator
 //! labels, and the profile `kns.<ns>`. When a namespace first appears its
 //! profile is created as Kubernetes namespaces get it (allow all); an
-//! existing profile is never overwritten.
+//! existing profile is never overwritten. Pods of a dual-stack lab get an
+//! address of each family (`assign_ipv6`), and every pod the MTU its
+//! node's daemon computed (the VXLAN MTU, less over IPv6).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -16,13 +18,10 @@ use sha2::{Digest, Sha256};
 
 use crate::cluster::cni_bin_dir;
 use crate::net;
-use crate::state::{LabState, PodState, StateLock, netns_prefix, split_pod_id};
+use crate::state::{LabState, PodState, StateLock, mtu_file, netns_prefix, split_pod_id};
 
 /// The CNI network name pods are attached to (Calico's default).
 const NETWORK_NAME: &str = "k8s-pod-network";
-
-/// Pod MTU: 1500 less the VXLAN overhead.
-const POD_MTU: u32 = 1450;
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum PodCommand {
@@ -88,6 +87,21 @@ fn container_id(lab: &str, ns: &str, pod: &str) -> String {
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
+/// The pod MTU node `node`'s daemon wrote (`lab up` waits for it).
+fn pod_mtu(lab: &LabState, node: &str) -> Result<u32> {
+    let path = mtu_file(&lab.name, node);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading the pod MTU of {node} from {}; is its daemon running? (tortie lab status {})",
+            path.display(),
+            lab.name
+        )
+    })?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("{} holds {text:?}, not an MTU", path.display()))
+}
+
 /// Runs the lab's tortie-cni inside the node's namespace.
 fn cni(
     lab: &LabState,
@@ -101,9 +115,12 @@ fn cni(
         "type": "tortie-cni",
         "datastore": lab.datastore,
         "nodename": pod.node,
-        "mtu": POD_MTU,
+        "mtu": pod_mtu(lab, &pod.node)?,
         "nodename_file_optional": true,
-        "ipam": {"type": "tortie-ipam"},
+        "ipam": {
+            "type": "tortie-ipam",
+            "assign_ipv6": if lab.dual_stack() { "true" } else { "false" },
+        },
         "runtimeConfig": {"labels": pod.labels},
     });
     let plugin = cni_bin_dir(&lab.name).join("tortie-cni");

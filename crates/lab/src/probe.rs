@@ -6,6 +6,9 @@
 //! one bounded attempt from the source: allowed if the listener's answer
 //! comes back, denied if nothing does within the timeout. An ICMP probe is
 //! one `ping`. Every wait is bounded; every listener is stopped by its PID.
+//! With `--ipv6` the packets go between the pods' IPv6 addresses (a
+//! dual-stack lab), and `--expect` asks `policy explain` about the IPv6
+//! packet (ICMP becomes ICMPv6).
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -43,6 +46,31 @@ impl ProbeProto {
     }
 }
 
+/// What every probe of one command sends: protocol, port and family.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct Packet {
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub proto: ProbeProto,
+    /// Destination port (tcp, udp)
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Probe between the pods' IPv6 addresses (a lab made with `lab up
+    /// --ipv6`)
+    #[arg(long)]
+    pub ipv6: bool,
+}
+
+impl Packet {
+    fn describe(&self) -> String {
+        let port = match self.proto {
+            ProbeProto::Icmp => String::new(),
+            _ => format!(" port {}", self.port),
+        };
+        let family = if self.ipv6 { "IPv6" } else { "IPv4" };
+        format!("{}{port}, {family}", self.proto.as_str())
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ProbeArgs {
     /// Lab name
@@ -53,22 +81,16 @@ pub struct ProbeArgs {
     /// Destination pod NAMESPACE/POD
     #[arg(long)]
     pub to: String,
-    #[arg(long, value_enum, default_value = "tcp")]
-    pub proto: ProbeProto,
-    /// Destination port (tcp, udp)
-    #[arg(long, default_value_t = 8080)]
-    pub port: u16,
+    #[command(flatten)]
+    pub packet: Packet,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct CheckArgs {
     /// Lab name
     pub lab: String,
-    #[arg(long, value_enum, default_value = "tcp")]
-    pub proto: ProbeProto,
-    /// Destination port (tcp, udp)
-    #[arg(long, default_value_t = 8080)]
-    pub port: u16,
+    #[command(flatten)]
+    pub packet: Packet,
     /// Also compute every verdict with `tortie policy explain` and fail if
     /// the dataplane disagrees
     #[arg(long)]
@@ -81,6 +103,9 @@ pub struct ListenArgs {
     pub proto: ProbeProto,
     #[arg(long)]
     pub port: u16,
+    /// Listen on IPv6 (`[::]`) instead of IPv4
+    #[arg(long)]
+    pub ipv6: bool,
     /// Stop after this many seconds
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
@@ -109,7 +134,7 @@ fn seconds(s: f64, what: &str) -> Result<Duration> {
 /// `lab listen`: answers every probe until the timeout.
 pub fn listen(args: &ListenArgs) -> Result<ExitCode> {
     let deadline = Instant::now() + seconds(args.timeout, "--timeout")?;
-    let addr = SocketAddr::from(([0, 0, 0, 0], args.port));
+    let addr = SocketAddr::new(unspecified(args.ipv6), args.port);
     match args.proto {
         ProbeProto::Tcp => {
             let listener =
@@ -146,6 +171,15 @@ pub fn listen(args: &ListenArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The any-address of a family.
+fn unspecified(ipv6: bool) -> IpAddr {
+    if ipv6 {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    }
+}
+
 fn announce() -> Result<()> {
     let mut out = std::io::stdout();
     writeln!(out, "listening")?;
@@ -167,14 +201,7 @@ pub fn connect(args: &ConnectArgs) -> Result<ExitCode> {
             })
             .unwrap_or(false),
         ProbeProto::Udp => {
-            let socket = UdpSocket::bind(SocketAddr::new(
-                if args.to.is_ipv4() {
-                    [0, 0, 0, 0].into()
-                } else {
-                    std::net::Ipv6Addr::UNSPECIFIED.into()
-                },
-                0,
-            ))?;
+            let socket = UdpSocket::bind(SocketAddr::new(unspecified(args.to.is_ipv6()), 0))?;
             socket.set_read_timeout(Some(Duration::from_millis(200)))?;
             let deadline = Instant::now() + timeout;
             let mut buf = [0u8; 64];
@@ -208,20 +235,25 @@ struct Listener {
 }
 
 impl Listener {
-    fn start(pod: &PodState, proto: ProbeProto, port: u16, lifetime: Duration) -> Result<Listener> {
+    fn start(pod: &PodState, packet: Packet, lifetime: Duration) -> Result<Listener> {
         let exe = std::env::current_exe().context("locating the tortie binary")?;
-        let mut child = Command::new("ip")
+        let mut command = Command::new("ip");
+        command
             .args(["netns", "exec", &pod.netns])
             .arg(exe)
             .args([
                 "lab",
                 "listen",
                 "--proto",
-                proto.as_str(),
+                packet.proto.as_str(),
                 "--port",
-                &port.to_string(),
+                &packet.port.to_string(),
             ])
-            .args(["--timeout", &lifetime.as_secs_f64().to_string()])
+            .args(["--timeout", &lifetime.as_secs_f64().to_string()]);
+        if packet.ipv6 {
+            command.arg("--ipv6");
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -261,17 +293,28 @@ impl Drop for Listener {
     }
 }
 
-fn first_ipv4(pod: &PodState) -> Result<IpAddr> {
+/// The pod's first address of the packet's family.
+fn address(pod: &PodState, ipv6: bool) -> Result<IpAddr> {
     pod.ips
         .iter()
         .filter_map(|ip| ip.parse::<IpAddr>().ok())
-        .find(IpAddr::is_ipv4)
-        .with_context(|| format!("pod {} has no IPv4 address", pod.id()))
+        .find(|ip| ip.is_ipv6() == ipv6)
+        .with_context(|| {
+            if ipv6 {
+                format!(
+                    "pod {} has no IPv6 address (only pods of a lab made with `tortie lab up NAME --ipv6` have one)",
+                    pod.id()
+                )
+            } else {
+                format!("pod {} has no IPv4 address", pod.id())
+            }
+        })
 }
 
 /// One attempt from `src` to `dst` (whose listener is already running).
-fn attempt(src: &PodState, dst: &PodState, proto: ProbeProto, port: u16) -> Result<bool> {
-    let to = first_ipv4(dst)?.to_string();
+fn attempt(src: &PodState, dst: &PodState, packet: Packet) -> Result<bool> {
+    let Packet { proto, port, ipv6 } = packet;
+    let to = address(dst, ipv6)?.to_string();
     let (output, no_answer) = match proto {
         ProbeProto::Icmp => (
             Command::new("ip")
@@ -327,16 +370,14 @@ pub fn probe(args: &ProbeArgs) -> Result<ExitCode> {
     let lab = LabState::load(&args.lab)?;
     let src = lab.pod(&join(split_pod_id(&args.from)?))?;
     let dst = lab.pod(&join(split_pod_id(&args.to)?))?;
-    let _listener = match args.proto {
+    // Both ends have an address of the family before anything starts.
+    address(src, args.packet.ipv6)?;
+    address(dst, args.packet.ipv6)?;
+    let _listener = match args.packet.proto {
         ProbeProto::Icmp => None,
-        proto => Some(Listener::start(
-            dst,
-            proto,
-            args.port,
-            Duration::from_secs(10),
-        )?),
+        _ => Some(Listener::start(dst, args.packet, Duration::from_secs(10))?),
     };
-    println!("{}", verdict(attempt(src, dst, args.proto, args.port)?));
+    println!("{}", verdict(attempt(src, dst, args.packet)?));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -345,14 +386,17 @@ fn join((ns, pod): (String, String)) -> String {
 }
 
 /// Probes every ordered pair of pods; `result[i][j]` is i → j.
-pub fn matrix(lab: &LabState, proto: ProbeProto, port: u16) -> Result<Vec<Vec<Option<bool>>>> {
+pub fn matrix(lab: &LabState, packet: Packet) -> Result<Vec<Vec<Option<bool>>>> {
     let pods = &lab.pods;
+    for pod in pods {
+        address(pod, packet.ipv6)?;
+    }
     let lifetime = Duration::from_secs(10 + pods.len() as u64 * pods.len() as u64);
-    let _listeners: Vec<Listener> = match proto {
+    let _listeners: Vec<Listener> = match packet.proto {
         ProbeProto::Icmp => Vec::new(),
         _ => pods
             .iter()
-            .map(|p| Listener::start(p, proto, port, lifetime))
+            .map(|p| Listener::start(p, packet, lifetime))
             .collect::<Result<_>>()?,
     };
     let pairs: Vec<(usize, usize)> = (0..pods.len())
@@ -367,7 +411,7 @@ pub fn matrix(lab: &LabState, proto: ProbeProto, port: u16) -> Result<Vec<Vec<Op
         let outcomes: Vec<((usize, usize), Result<bool>)> = std::thread::scope(|s| {
             let handles: Vec<_> = chunk
                 .iter()
-                .map(|&(i, j)| s.spawn(move || ((i, j), attempt(&pods[i], &pods[j], proto, port))))
+                .map(|&(i, j)| s.spawn(move || ((i, j), attempt(&pods[i], &pods[j], packet))))
                 .collect();
             handles.into_iter().filter_map(|h| h.join().ok()).collect()
         });
@@ -387,17 +431,12 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode> {
             lab.pods.len()
         );
     }
-    let result = matrix(&lab, args.proto, args.port)?;
+    let result = matrix(&lab, args.packet)?;
     let ids: Vec<String> = lab.pods.iter().map(PodState::id).collect();
     let width = ids.iter().map(String::len).max().unwrap_or(4).max(9) + 2;
-    let port = if args.proto == ProbeProto::Icmp {
-        String::new()
-    } else {
-        format!(" port {}", args.port)
-    };
     println!(
-        "Connectivity ({}{port}); rows are sources, columns destinations:",
-        args.proto.as_str()
+        "Connectivity ({}); rows are sources, columns destinations:",
+        args.packet.describe()
     );
     print!("{:width$}", "FROM \\ TO");
     for id in &ids {
@@ -414,7 +453,7 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode> {
     if !args.expect {
         return Ok(ExitCode::SUCCESS);
     }
-    let expected = explained(&lab, args.proto, args.port)?;
+    let expected = explained(&lab, args.packet)?;
     let mut mismatches = 0;
     for (i, row) in result.iter().enumerate() {
         for (j, cell) in row.iter().enumerate() {
@@ -450,16 +489,19 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode> {
 pub type ExplainedCell = Option<(bool, String)>;
 
 /// What `policy explain` says of every ordered pair: verdict and reasoning.
-pub fn explained(lab: &LabState, proto: ProbeProto, port: u16) -> Result<Vec<Vec<ExplainedCell>>> {
+pub fn explained(lab: &LabState, packet: Packet) -> Result<Vec<Vec<ExplainedCell>>> {
+    use tortie_ctl::explain_cmd;
     let netns = lab.datastore_netns();
     let model = crate::store::with_client(&lab.datastore, netns.as_deref(), |client| async move {
-        tortie_ctl::explain_cmd::load_model(&client).await
+        explain_cmd::load_model(&client).await
     })?;
-    let (protocol, port) = match proto {
-        ProbeProto::Tcp => (6, Some(port)),
-        ProbeProto::Udp => (17, Some(port)),
-        ProbeProto::Icmp => (1, None),
+    let (protocol, port) = match (packet.proto, packet.ipv6) {
+        (ProbeProto::Tcp, _) => (6, Some(packet.port)),
+        (ProbeProto::Udp, _) => (17, Some(packet.port)),
+        (ProbeProto::Icmp, false) => (1, None),
+        (ProbeProto::Icmp, true) => (58, None),
     };
+    let family = explain_cmd::family(packet.ipv6);
     let pods = &lab.pods;
     let mut out = vec![vec![None; pods.len()]; pods.len()];
     for (i, src) in pods.iter().enumerate() {
@@ -467,8 +509,7 @@ pub fn explained(lab: &LabState, proto: ProbeProto, port: u16) -> Result<Vec<Vec
             if i == j {
                 continue;
             }
-            let e =
-                tortie_ctl::explain_cmd::explain_in(&model, &src.id(), &dst.id(), protocol, port)?;
+            let e = explain_cmd::explain_in(&model, &src.id(), &dst.id(), protocol, port, family)?;
             out[i][j] = Some((
                 e.verdict == tortie_calc::explain::Verdict::Allow,
                 e.to_string(),

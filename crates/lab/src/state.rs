@@ -2,9 +2,10 @@
 //! (and `lab down` after a crash) can find it again.
 //!
 //! One directory per lab under `/run/tortie/lab/<name>/` holds `state.json`
-//! (nodes, their namespaces, addresses and daemon PIDs; pods), the embedded
-//! datastore file unless another datastore was chosen, daemon logs, and
-//! `bin/` with the CNI plugin links. Every namespace a lab creates carries
+//! (nodes, their namespaces, addresses and daemon PIDs; pods; whether the
+//! lab is dual-stack), the embedded datastore file unless another
+//! datastore was chosen, daemon logs, the pod MTU each daemon writes
+//! (`<node>.mtu`), and `bin/` with the CNI plugin links. Every namespace a lab creates carries
 //! the prefix `tl-<name>-`, so `down` can also find what a crashed `up`
 //! never recorded.
 //!
@@ -29,6 +30,11 @@ pub struct LabState {
     pub mode: String,
     /// The data-centre subnet, e.g. `172.30.0.0/24`; `.1` is the bridge.
     pub subnet: String,
+    /// The IPv6 data-centre subnet of a dual-stack lab (`lab up --ipv6`),
+    /// e.g. `fd30::/64`; `::1` is the bridge. Pods of a dual-stack lab get
+    /// an address of each family.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
     pub nodes: Vec<NodeState>,
     pub pods: Vec<PodState>,
     /// The lab's own etcd member (`lab up --etcd`).
@@ -42,6 +48,9 @@ pub struct NodeState {
     pub netns: String,
     /// The node's address on the data-centre bridge, with prefix.
     pub ip: String,
+    /// Its IPv6 address there, with prefix (dual-stack labs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<String>,
     /// PID of `tortie node run` in the node's namespace, once started.
     pub pid: Option<u32>,
 }
@@ -90,10 +99,22 @@ impl LabState {
             .as_ref()
             .map(|_| format!("{}dc", netns_prefix(&self.name)))
     }
+
+    /// Whether pods get an IPv6 address too.
+    pub fn dual_stack(&self) -> bool {
+        self.subnet6.is_some()
+    }
 }
 
 pub fn lab_dir(name: &str) -> PathBuf {
     Path::new(LABS_DIR).join(name)
+}
+
+/// Where node `node`'s daemon writes the pod MTU (its `--mtu-file`); the
+/// lab's CNI configuration takes the MTU from there, as Calico's CNI
+/// plugin takes it from `/var/lib/calico/mtu`.
+pub fn mtu_file(lab: &str, node: &str) -> PathBuf {
+    lab_dir(lab).join(format!("{node}.mtu"))
 }
 
 /// The namespace prefix of everything lab `name` creates.

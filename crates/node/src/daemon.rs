@@ -2,7 +2,7 @@
 //!
 //! Start-up: serve health and metrics at once (not ready yet), connect to
 //! the datastore (retrying until it answers), register the Node resource and
-//! the VXLAN tunnel address, probe the kernel (IPIP), then follow the
+//! the tunnel addresses, probe the kernel (IPIP), then follow the
 //! datastore with the syncer. Nothing is applied to the kernel before the
 //! syncer reports in-sync; after that every batch of updates goes through
 //! the calculation and the reconcilers, and a timer resyncs the reconcilers
@@ -31,7 +31,7 @@ use crate::http::{self, Shared};
 use crate::metrics::Metrics;
 use crate::pipeline::translate::HostFacts;
 use crate::pipeline::{Dataplane, DataplaneConfig};
-use crate::registration::{self, Tunnel};
+use crate::registration::{self, NodeAddresses, Tunnel};
 use crate::status::NodeStatus;
 use crate::{DEFAULT_HEALTH_PORT, detect};
 
@@ -56,8 +56,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// This node's address with prefix, e.g. 10.0.0.5/24 (default: detected)
-    #[arg(long)]
+    #[arg(long, value_parser = parse_ipv4_net)]
     pub ip: Option<IpNet>,
+    /// This node's IPv6 address with prefix, e.g. fd30::11/64 (default:
+    /// none; IPv6 pools that use VXLAN need it)
+    #[arg(long, value_parser = parse_ipv6_net)]
+    pub ip6: Option<IpNet>,
     /// Address the health and status endpoints listen on
     #[arg(long, default_value = "127.0.0.1")]
     pub health_host: IpAddr,
@@ -81,6 +85,26 @@ fn parse_interval(text: &str) -> Result<f64, String> {
         Ok(s) if (0.05..=3600.0).contains(&s) => Ok(s),
         _ => Err(format!(
             "{text:?} is not a number of seconds between 0.05 and 3600"
+        )),
+    }
+}
+
+/// `--ip`: an IPv4 address with prefix.
+fn parse_ipv4_net(text: &str) -> Result<IpNet, String> {
+    match text.parse::<IpNet>() {
+        Ok(net @ IpNet::V4(_)) => Ok(net),
+        _ => Err(format!(
+            "{text:?} is not an IPv4 address with prefix, e.g. 10.0.0.5/24"
+        )),
+    }
+}
+
+/// `--ip6`: an IPv6 address with prefix.
+fn parse_ipv6_net(text: &str) -> Result<IpNet, String> {
+    match text.parse::<IpNet>() {
+        Ok(net @ IpNet::V6(_)) => Ok(net),
+        _ => Err(format!(
+            "{text:?} is not an IPv6 address with prefix, e.g. fd30::11/64"
         )),
     }
 }
@@ -149,15 +173,28 @@ pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::Exi
         Some(ip) => ip,
         None => detect::node_address().await?,
     };
-    registration::register(&client, &name, &ip).await?;
-    let vxlan_tunnel = registration::ensure_tunnel_address(&client, &name, Tunnel::Vxlan).await?;
-    let ipip_tunnel = registration::ensure_tunnel_address(&client, &name, Tunnel::Ipip).await?;
+    if let Some(ip6) = args.ip6 {
+        // The IPv6 VTEP's parent is the interface holding it.
+        detect::interface_holding(ip6.addr()).await?;
+    }
+    let ips = NodeAddresses {
+        v4: ip,
+        v6: args.ip6,
+    };
+    registration::register(&client, &name, &ips).await?;
+    let tunnel = |t| registration::ensure_tunnel_address(&client, &name, t);
+    let vxlan_tunnel = tunnel(Tunnel::Vxlan).await?;
+    let vxlan_v6_tunnel = tunnel(Tunnel::VxlanV6).await?;
+    let ipip_tunnel = tunnel(Tunnel::Ipip).await?;
+    let text = |t: Option<IpNet>| t.map(|t| t.addr().to_string());
     status_tx.send_modify(|s| {
         s.node_ip = ip.to_string();
-        s.vxlan_tunnel_address = vxlan_tunnel.map(|t| t.addr().to_string());
-        s.ipip_tunnel_address = ipip_tunnel.map(|t| t.addr().to_string());
+        s.node_ip6 = args.ip6.map(|ip6| ip6.to_string());
+        s.vxlan_tunnel_address = text(vxlan_tunnel);
+        s.vxlan_v6_tunnel_address = text(vxlan_v6_tunnel);
+        s.ipip_tunnel_address = text(ipip_tunnel);
     });
-    tracing::info!(node = %name, %ip, vxlan_tunnel = ?vxlan_tunnel, ipip_tunnel = ?ipip_tunnel, "node registered");
+    tracing::info!(node = %name, %ip, ip6 = ?args.ip6, vxlan_tunnel = ?vxlan_tunnel, vxlan_v6_tunnel = ?vxlan_v6_tunnel, ipip_tunnel = ?ipip_tunnel, "node registered");
 
     let ipip = probe_ipip().await;
     status_tx.send_modify(|s| match &ipip {

@@ -1,6 +1,7 @@
 //! Finding the node's own address: the IPv4 address (with its prefix) of
 //! the interface that holds the default route, else the first global IPv4
-//! address of any interface. `--ip` overrides it.
+//! address of any interface. `--ip` overrides it. An IPv6 address is
+//! never guessed: `--ip6` gives it, and is checked to be this host's.
 
 use std::net::IpAddr;
 
@@ -108,7 +109,8 @@ pub async fn interface_holding(addr: IpAddr) -> Result<(String, u32)> {
             }
         }
         let Some(index) = index else {
-            bail!("no interface of this host holds the node address {addr}; check --ip");
+            let flag = if addr.is_ipv6() { "--ip6" } else { "--ip" };
+            bail!("no interface of this host holds the node address {addr}; check {flag}");
         };
         let mut links = handle.link().get().match_index(index).execute();
         let Some(link) = links

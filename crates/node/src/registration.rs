@@ -1,10 +1,20 @@
-//! The node's own Node resource: created at start with the node's address,
-//! updated (never replaced) afterwards, so fields other components own —
-//! labels, BGP AS, route-reflector settings — survive a restart. The VXLAN
-//! and IPIP tunnel addresses are allocated from IPAM (handles
-//! `vxlan-tunnel-addr-<node>`, `ipip-tunnel-addr-<node>`) while a pool
-//! uses that encapsulation, and recorded in `spec.ipv4VXLANTunnelAddr` and
-//! `spec.bgp.ipv4IPIPTunnelAddr`.
+//! The node's own Node resource: created at start with the node's
+//! addresses (IPv4, and IPv6 when given), updated (never replaced)
+//! afterwards, so fields other components own — labels, BGP AS,
+//! route-reflector settings — survive a restart. The tunnel addresses are
+//! allocated from IPAM while an enabled pool of their family uses that
+//! encapsulation, and recorded on the Node; one no pool needs any more is
+//! released and cleared:
+//!
+//! | tunnel | IPAM handle | Node field |
+//! | --- | --- | --- |
+//! | VXLAN (IPv4) | `vxlan-tunnel-addr-<node>` | `spec.ipv4VXLANTunnelAddr` |
+//! | VXLAN (IPv6) | `vxlan-v6-tunnel-addr-<node>` | `spec.ipv6VXLANTunnelAddr` |
+//! | IPIP | `ipip-tunnel-addr-<node>` | `spec.bgp.ipv4IPIPTunnelAddr` |
+//!
+//! Hard case: an IPv6 VXLAN pool on a node registered without an IPv6
+//! address. Its peers could not reach its VTEP, so it gets no IPv6 tunnel
+//! address (and one it held is released).
 
 use anyhow::{Context, Result};
 use ipnet::IpNet;
@@ -15,26 +25,39 @@ use tortie_model::ippool::{EncapMode, IPPoolSpec};
 use tortie_model::node::{NodeAddress, NodeBGPSpec, NodeSpec};
 use tortie_model::{Kind, ObjectMeta, Resource};
 
-fn set_address(spec: &mut NodeSpec, ip: &IpNet) {
-    let bgp = spec.bgp.get_or_insert_with(NodeBGPSpec::default);
-    bgp.ipv4_address = ip.to_string();
-    let addr = ip.addr().to_string();
-    spec.addresses.retain(|a| a.address_type != "CalicoNodeIP");
-    spec.addresses.insert(
-        0,
-        NodeAddress {
-            address: addr,
-            address_type: "CalicoNodeIP".into(),
-        },
-    );
+/// The addresses a node registers: IPv4 always, IPv6 when it has one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeAddresses {
+    pub v4: IpNet,
+    pub v6: Option<IpNet>,
 }
 
-/// Creates or updates the Node resource with the node's address.
-pub async fn register(client: &Client, name: &str, ip: &IpNet) -> Result<()> {
+const NODE_IP: &str = "CalicoNodeIP";
+
+fn set_addresses(spec: &mut NodeSpec, ips: &NodeAddresses) {
+    let bgp = spec.bgp.get_or_insert_with(NodeBGPSpec::default);
+    bgp.ipv4_address = ips.v4.to_string();
+    bgp.ipv6_address = ips.v6.map(|ip| ip.to_string()).unwrap_or_default();
+    spec.addresses.retain(|a| a.address_type != NODE_IP);
+    let ours = [Some(ips.v4), ips.v6].into_iter().flatten();
+    for (i, ip) in ours.enumerate() {
+        spec.addresses.insert(
+            i,
+            NodeAddress {
+                address: ip.addr().to_string(),
+                address_type: NODE_IP.into(),
+            },
+        );
+    }
+}
+
+/// Creates or updates the Node resource with the node's addresses (an
+/// IPv6 address registered before and not given now is cleared).
+pub async fn register(client: &Client, name: &str, ips: &NodeAddresses) -> Result<()> {
     match client.get(Kind::Node, "", name).await {
         Err(ClientError::NotFound { .. }) => {
             let mut spec = NodeSpec::default();
-            set_address(&mut spec, ip);
+            set_addresses(&mut spec, ips);
             match client
                 .create(Resource::new(ObjectMeta::named(name), spec))
                 .await
@@ -49,7 +72,7 @@ pub async fn register(client: &Client, name: &str, ip: &IpNet) -> Result<()> {
     client
         .modify(Kind::Node, "", name, |mut r| {
             if let Some(spec) = r.spec_mut::<NodeSpec>() {
-                set_address(spec, ip);
+                set_addresses(spec, ips);
             }
             Ok(r)
         })
@@ -61,34 +84,62 @@ pub async fn register(client: &Client, name: &str, ip: &IpNet) -> Result<()> {
 /// The tunnels whose node address comes from IPAM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tunnel {
-    /// `vxlan.calico`: handle `vxlan-tunnel-addr-<node>`,
-    /// `spec.ipv4VXLANTunnelAddr`.
+    /// `vxlan.calico`.
     Vxlan,
-    /// `tunl0`: handle `ipip-tunnel-addr-<node>`,
-    /// `spec.bgp.ipv4IPIPTunnelAddr`.
+    /// `vxlan-v6.calico`.
+    VxlanV6,
+    /// `tunl0`.
     Ipip,
 }
 
 impl Tunnel {
     fn kind(self) -> TunnelKind {
         match self {
-            Tunnel::Vxlan => TunnelKind::Vxlan,
+            Tunnel::Vxlan | Tunnel::VxlanV6 => TunnelKind::Vxlan,
             Tunnel::Ipip => TunnelKind::Ipip,
         }
     }
 
-    /// Whether `pool` encapsulates with this tunnel.
+    fn version(self) -> IpVersion {
+        match self {
+            Tunnel::VxlanV6 => IpVersion::V6,
+            Tunnel::Vxlan | Tunnel::Ipip => IpVersion::V4,
+        }
+    }
+
+    /// Whether `pool` (enabled, of this tunnel's family) encapsulates with
+    /// this tunnel.
     fn used_by(self, pool: &IPPoolSpec) -> bool {
         let mode = match self {
-            Tunnel::Vxlan => pool.vxlan_mode,
+            Tunnel::Vxlan | Tunnel::VxlanV6 => pool.vxlan_mode,
             Tunnel::Ipip => pool.ipip_mode,
         };
-        !pool.disabled && mode.is_some_and(|m| m != EncapMode::Never)
+        let family = pool
+            .cidr
+            .parse::<IpNet>()
+            .ok()
+            .map(|c| IpVersion::of_net(&c));
+        !pool.disabled
+            && family == Some(self.version())
+            && mode.is_some_and(|m| m != EncapMode::Never)
+    }
+
+    /// Whether the node can be an endpoint of this tunnel: an IPv6 tunnel
+    /// needs the node's IPv6 address.
+    fn possible_on(self, spec: &NodeSpec) -> bool {
+        match self.version() {
+            IpVersion::V4 => true,
+            IpVersion::V6 => spec
+                .bgp
+                .as_ref()
+                .is_some_and(|b| !b.ipv6_address.is_empty()),
+        }
     }
 
     fn record(self, spec: &mut NodeSpec, address: String) {
         match self {
             Tunnel::Vxlan => spec.ipv4_vxlan_tunnel_addr = address,
+            Tunnel::VxlanV6 => spec.ipv6_vxlan_tunnel_addr = address,
             Tunnel::Ipip => {
                 if address.is_empty() && spec.bgp.is_none() {
                     return;
@@ -105,14 +156,15 @@ impl std::fmt::Display for Tunnel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Tunnel::Vxlan => "VXLAN",
+            Tunnel::VxlanV6 => "IPv6 VXLAN",
             Tunnel::Ipip => "IPIP",
         })
     }
 }
 
 /// Ensures the node's `tunnel` address and records it on the Node.
-/// Returns it, or `None` when no enabled pool uses that tunnel (a stale
-/// address is then removed from the Node).
+/// Returns it, or `None` when no enabled pool of the tunnel's family uses
+/// it or the node cannot (a held address is then released and cleared).
 pub async fn ensure_tunnel_address(
     client: &Client,
     name: &str,
@@ -122,17 +174,27 @@ pub async fn ensure_tunnel_address(
         .list(Kind::IPPool, None)
         .await
         .context("listing IP pools")?;
-    let in_use = pools
-        .items
-        .iter()
-        .filter_map(|r| r.spec::<IPPoolSpec>())
-        .any(|p| tunnel.used_by(p));
+    let node = client
+        .get(Kind::Node, "", name)
+        .await
+        .context("reading the Node resource")?;
+    let in_use = node
+        .spec::<NodeSpec>()
+        .is_some_and(|s| tunnel.possible_on(s))
+        && pools
+            .items
+            .iter()
+            .filter_map(|r| r.spec::<IPPoolSpec>())
+            .any(|p| tunnel.used_by(p));
+    let ipam = Ipam::new(client.clone());
     let address = if in_use {
-        Ipam::new(client.clone())
-            .ensure_tunnel_address(name, tunnel.kind(), IpVersion::V4, &[])
+        ipam.ensure_tunnel_address(name, tunnel.kind(), tunnel.version(), &[])
             .await
             .with_context(|| format!("allocating the {tunnel} tunnel address"))?
     } else {
+        ipam.release_tunnel_address(name, tunnel.kind(), tunnel.version())
+            .await
+            .with_context(|| format!("releasing the {tunnel} tunnel address"))?;
         None
     };
     let text = address.map(|a| a.addr().to_string()).unwrap_or_default();
@@ -165,8 +227,16 @@ mod tests {
     }
 
     fn pool(vxlan: &str, ipip: &str) -> Resource {
+        pool_named(
+            "p",
+            "10.244.0.0/16",
+            &format!("vxlanMode: {vxlan}, ipipMode: {ipip}"),
+        )
+    }
+
+    fn pool_named(name: &str, cidr: &str, fields: &str) -> Resource {
         let yaml = format!(
-            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: p}}\nspec: {{cidr: 10.244.0.0/16, vxlanMode: {vxlan}, ipipMode: {ipip}}}\n"
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: {name}}}\nspec: {{cidr: {cidr}, {fields}}}\n"
         );
         let mut r = decode_documents(&yaml, "test")
             .expect("decodes")
@@ -174,6 +244,13 @@ mod tests {
             .resource;
         r.apply_defaults();
         r
+    }
+
+    fn v4_only(ip: &str) -> NodeAddresses {
+        NodeAddresses {
+            v4: ip.parse().expect("net"),
+            v6: None,
+        }
     }
 
     async fn node_spec(client: &Client) -> NodeSpec {
@@ -185,7 +262,7 @@ mod tests {
     async fn each_tunnel_gets_an_address_only_while_a_pool_uses_it() {
         let dir = tempfile::tempdir().expect("temp dir");
         let client = client(dir.path()).await;
-        register(&client, "n1", &"172.30.0.11/24".parse().expect("net"))
+        register(&client, "n1", &v4_only("172.30.0.11/24"))
             .await
             .expect("register");
         client.create(pool("Never", "Always")).await.expect("pool");
@@ -237,5 +314,68 @@ mod tests {
         let spec = node_spec(&client).await;
         assert!(spec.bgp.expect("bgp").ipv4_ipip_tunnel_addr.is_empty());
         assert_eq!(spec.ipv4_vxlan_tunnel_addr, vxlan.addr().to_string());
+    }
+
+    #[tokio::test]
+    async fn the_ipv6_vxlan_address_needs_an_ipv6_pool_and_node_address() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let client = client(dir.path()).await;
+        let dual = NodeAddresses {
+            v4: "172.30.0.11/24".parse().expect("net"),
+            v6: Some("fd30::11/64".parse().expect("net")),
+        };
+        register(&client, "n1", &dual).await.expect("register");
+        let spec = node_spec(&client).await;
+        let bgp = spec.bgp.as_ref().expect("bgp");
+        assert_eq!(bgp.ipv6_address, "fd30::11/64");
+        let listed: Vec<&str> = spec.addresses.iter().map(|a| a.address.as_str()).collect();
+        assert_eq!(listed, ["172.30.0.11", "fd30::11"]);
+
+        // Only an IPv6 pool uses VXLAN: IPv6 gets a tunnel address, IPv4 not.
+        client
+            .create(pool_named(
+                "p6",
+                "fd00:10:244::/48",
+                "vxlanMode: Always, blockSize: 122",
+            ))
+            .await
+            .expect("pool");
+        let v4 = ensure_tunnel_address(&client, "n1", Tunnel::Vxlan)
+            .await
+            .expect("vxlan");
+        assert_eq!(v4, None, "no IPv4 pool uses VXLAN");
+        let v6 = ensure_tunnel_address(&client, "n1", Tunnel::VxlanV6)
+            .await
+            .expect("vxlan v6")
+            .expect("an IPv6 VXLAN pool exists");
+        assert!(
+            "fd00:10:244::/48"
+                .parse::<IpNet>()
+                .expect("net")
+                .contains(&v6.addr())
+        );
+        let spec = node_spec(&client).await;
+        assert_eq!(spec.ipv6_vxlan_tunnel_addr, v6.addr().to_string());
+        assert!(spec.ipv4_vxlan_tunnel_addr.is_empty());
+
+        // Registered again without IPv6: the address and the tunnel go.
+        register(&client, "n1", &v4_only("172.30.0.11/24"))
+            .await
+            .expect("register");
+        let gone = ensure_tunnel_address(&client, "n1", Tunnel::VxlanV6)
+            .await
+            .expect("vxlan v6");
+        assert_eq!(gone, None);
+        let spec = node_spec(&client).await;
+        assert!(spec.bgp.expect("bgp").ipv6_address.is_empty());
+        assert!(spec.ipv6_vxlan_tunnel_addr.is_empty());
+        let held = Ipam::new(client.clone())
+            .ips_by_handle(&TunnelKind::Vxlan.handle(IpVersion::V6, "n1"))
+            .await;
+        match held {
+            Ok(ips) => assert!(ips.is_empty(), "still held: {ips:?}"),
+            Err(tortie_ipam::IpamError::HandleNotFound { .. }) => {}
+            Err(e) => panic!("reading the handle: {e}"),
+        }
     }
 }

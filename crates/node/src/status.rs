@@ -19,8 +19,14 @@ pub struct NodeStatus {
     pub programmed: bool,
     /// The node's address (with prefix) registered in its Node resource.
     pub node_ip: String,
+    /// The node's IPv6 address (with prefix), when it has one (`--ip6`).
+    #[serde(default)]
+    pub node_ip6: Option<String>,
     /// The VXLAN tunnel address, when a VXLAN pool is in use.
     pub vxlan_tunnel_address: Option<String>,
+    /// The IPv6 VXLAN tunnel address, when an IPv6 VXLAN pool is in use.
+    #[serde(default)]
+    pub vxlan_v6_tunnel_address: Option<String>,
     /// The IPIP tunnel address (`tunl0`), when an IPIP pool is in use.
     #[serde(default)]
     pub ipip_tunnel_address: Option<String>,
@@ -87,9 +93,21 @@ impl NodeStatus {
             }
         ));
         out.push_str(&format!("Node IP:     {}\n", self.node_ip));
-        match &self.vxlan_tunnel_address {
-            Some(a) => out.push_str(&format!("VXLAN:       vxlan.calico, tunnel address {a}\n")),
-            None => out.push_str("VXLAN:       not in use (no pool has vxlanMode)\n"),
+        if let Some(ip6) = &self.node_ip6 {
+            out.push_str(&format!("Node IPv6:   {ip6}\n"));
+        }
+        match (&self.vxlan_tunnel_address, &self.vxlan_v6_tunnel_address) {
+            (None, None) => out.push_str("VXLAN:       not in use (no pool has vxlanMode)\n"),
+            (v4, v6) => {
+                if let Some(a) = v4 {
+                    out.push_str(&format!("VXLAN:       vxlan.calico, tunnel address {a}\n"));
+                }
+                if let Some(a) = v6 {
+                    out.push_str(&format!(
+                        "VXLAN:       vxlan-v6.calico, tunnel address {a}\n"
+                    ));
+                }
+            }
         }
         match (self.ipip_supported, &self.ipip_tunnel_address) {
             (Some(true), Some(a)) => {

@@ -757,6 +757,41 @@ fn node_and_lab_flags_are_checked_before_anything_runs() {
         "embedded:/tmp/x.db",
     ]);
     assert_ne!(run.code, 0, "--etcd with --datastore accepted");
+    for (flag, value, wanted) in [
+        ("--ip", "fd30::11/64", "not an IPv4 address"),
+        ("--ip6", "172.30.0.11/24", "not an IPv6 address"),
+        ("--ip6", "fd30::11", "not an IPv6 address"),
+    ] {
+        let run = cli.run(&["node", "run", flag, value]);
+        assert_ne!(run.code, 0, "{flag} {value} accepted");
+        assert!(
+            run.stderr.contains(wanted),
+            "{flag} {value}: {}",
+            run.stderr
+        );
+    }
+    for (args, wanted) in [
+        (
+            &["--ipv6", "--pod-cidr6", "10.0.0.0/8"][..],
+            "--pod-cidr6 \"10.0.0.0/8\": expected an IPv6 CIDR",
+        ),
+        (
+            &["--ipv6", "--subnet6", "fd30::/126"],
+            "--subnet6 fd30::/126",
+        ),
+        (&["--pod-cidr6", "fd00::/48"], "--ipv6"),
+        (&["--mode", "bgp"], "--mode \"bgp\""),
+    ] {
+        let mut all = vec!["lab", "up", "nosuchlab1"];
+        all.extend_from_slice(args);
+        let run = cli.run(&all);
+        assert_ne!(run.code, 0, "{args:?} accepted");
+        assert!(run.stderr.contains(wanted), "{args:?}: {}", run.stderr);
+        assert!(
+            !std::path::Path::new("/run/tortie/lab/nosuchlab1").exists(),
+            "{args:?}: a refused lab up left a lab directory behind"
+        );
+    }
     let run = cli.run(&["lab", "restart", "nosuchlab0", "node-1"]);
     assert_ne!(run.code, 0);
     assert!(run.stderr.contains("no lab"), "{}", run.stderr);
@@ -787,4 +822,62 @@ fn output_into_a_closed_pipe_ends_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}
+
+#[test]
+fn policy_explain_takes_the_ipv6_packet_of_dual_stack_endpoints_with_ipv6() {
+    let cli = Cli::new();
+    let wep = |name: &str, v4: &str, v6: &str| {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata:\n  name: node1-k8s-{name}-eth0\n  namespace: shop\n  labels: {{app: {name}, projectcalico.org/namespace: shop, projectcalico.org/orchestrator: k8s}}\nspec:\n  orchestrator: k8s\n  node: node1\n  pod: {name}\n  endpoint: eth0\n  interfaceName: cali{name}0\n  ipNetworks: [{v4}/32, {v6}/128]\n  profiles: [kns.shop]\n---\n"
+        )
+    };
+    let manifest = format!(
+        "{}{}apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {{name: kns.shop}}\nspec:\n  ingress: [{{action: Allow}}]\n  egress: [{{action: Allow}}]\n---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: no-v6-from-client}}\nspec:\n  selector: app == 'web'\n  ingress:\n  - action: Deny\n    source: {{nets: ['fd00:10:244::/120']}}\n  - action: Allow\n",
+        wep("client", "10.244.0.1", "fd00:10:244::1"),
+        wep("web", "10.244.0.2", "fd00:10:244::2"),
+    );
+    cli.apply(&manifest).ok();
+    let explain = |extra: &[&str]| {
+        let mut args = vec![
+            "policy",
+            "explain",
+            "--from",
+            "shop/client",
+            "--to",
+            "shop/web",
+            "--port",
+            "80",
+        ];
+        args.extend_from_slice(extra);
+        cli.run(&args)
+    };
+    let v4 = explain(&[]).ok().stdout;
+    assert!(
+        v4.starts_with("10.244.0.1 ") && v4.contains(": ALLOW"),
+        "{v4}"
+    );
+    let v6 = explain(&["--ipv6"]).ok().stdout;
+    assert!(
+        v6.starts_with("fd00:10:244::1 ") && v6.contains(": DENY"),
+        "{v6}"
+    );
+    assert!(v6.contains("no-v6-from-client, rule 0 (Deny)"), "{v6}");
+    // An IPv4-only peer has no IPv6 packet to explain.
+    let out = cli
+        .run(&[
+            "policy",
+            "explain",
+            "--from",
+            "10.244.0.9",
+            "--to",
+            "shop/web",
+            "--ipv6",
+        ])
+        .fails();
+    assert!(
+        out.stderr.contains("10.244.0.9 has no V6 address"),
+        "{}",
+        out.stderr
+    );
 }

@@ -90,42 +90,61 @@ impl Lab {
         Ok(serde_json::from_str(&text)?)
     }
 
-    /// The network namespace of a pod (`ns/name`) or node (`node-1`).
-    pub fn netns(&self, id: &str) -> Result<String> {
+    /// A pod's (`ns/name`) entry in the state file.
+    fn pod_state(&self, id: &str) -> Result<Option<Value>> {
         let state = self.state()?;
         let pods = state["pods"].as_array().cloned().unwrap_or_default();
-        let nodes = state["nodes"].as_array().cloned().unwrap_or_default();
-        pods.iter()
-            .find(|p| {
-                format!(
-                    "{}/{}",
-                    p["namespace"].as_str().unwrap_or(""),
-                    p["name"].as_str().unwrap_or("")
-                ) == id
-            })
-            .or_else(|| nodes.iter().find(|n| n["name"] == id))
-            .and_then(|p| p["netns"].as_str())
+        Ok(pods.into_iter().find(|p| {
+            format!(
+                "{}/{}",
+                p["namespace"].as_str().unwrap_or(""),
+                p["name"].as_str().unwrap_or("")
+            ) == id
+        }))
+    }
+
+    /// The network namespace of a pod (`ns/name`) or node (`node-1`).
+    pub fn netns(&self, id: &str) -> Result<String> {
+        let node = || -> Result<Option<Value>> {
+            let nodes = self.state()?["nodes"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            Ok(nodes.into_iter().find(|n| n["name"] == id))
+        };
+        let entry = match self.pod_state(id)? {
+            Some(pod) => Some(pod),
+            None => node()?,
+        };
+        entry
+            .as_ref()
+            .and_then(|e| e["netns"].as_str())
             .map(str::to_string)
             .with_context(|| format!("lab {} has no pod or node {id}", self.name))
     }
 
-    /// A pod's first address.
-    pub fn pod_ip(&self, id: &str) -> Result<String> {
-        let state = self.state()?;
-        state["pods"]
-            .as_array()
-            .and_then(|pods| {
-                pods.iter().find(|p| {
-                    format!(
-                        "{}/{}",
-                        p["namespace"].as_str().unwrap_or(""),
-                        p["name"].as_str().unwrap_or("")
-                    ) == id
-                })
+    /// A pod's first address of a family (IPv4 first in `ips`).
+    fn pod_address(&self, id: &str, ipv6: bool) -> Result<String> {
+        self.pod_state(id)?
+            .as_ref()
+            .and_then(|p| p["ips"].as_array())
+            .and_then(|ips| {
+                ips.iter()
+                    .filter_map(Value::as_str)
+                    .find(|ip| ip.contains(':') == ipv6)
             })
-            .and_then(|p| p["ips"][0].as_str())
             .map(str::to_string)
-            .with_context(|| format!("no address for pod {id}"))
+            .with_context(|| format!("no address for pod {id} (IPv6: {ipv6})"))
+    }
+
+    /// A pod's IPv4 address.
+    pub fn pod_ip(&self, id: &str) -> Result<String> {
+        self.pod_address(id, false)
+    }
+
+    /// A pod's IPv6 address (dual-stack labs).
+    pub fn pod_ip6(&self, id: &str) -> Result<String> {
+        self.pod_address(id, true)
     }
 
     /// `tortie lab ctl NAME -- ARGS` (the lab's datastore, from where it
@@ -168,13 +187,23 @@ impl Lab {
         ok(&args).map(|_| ())
     }
 
-    /// `tortie lab probe`: true for allowed.
-    pub fn probe(&self, from: &str, to: &str, proto: &str, port: u16) -> Result<bool> {
+    /// `tortie lab probe` (over IPv6 with `--ipv6` in `extra`): true for
+    /// allowed.
+    fn probe_with(
+        &self,
+        from: &str,
+        to: &str,
+        proto: &str,
+        port: u16,
+        extra: &[&str],
+    ) -> Result<bool> {
         let port = port.to_string();
-        let out = ok(&[
+        let mut args = vec![
             "lab", "probe", &self.name, "--from", from, "--to", to, "--proto", proto, "--port",
             &port,
-        ])?;
+        ];
+        args.extend_from_slice(extra);
+        let out = ok(&args)?;
         match out.trim() {
             "allowed" => Ok(true),
             "denied" => Ok(false),
@@ -182,7 +211,30 @@ impl Lab {
         }
     }
 
-    /// Asserts a probe's verdict, naming the case.
+    /// `tortie lab probe` over IPv4: true for allowed.
+    pub fn probe(&self, from: &str, to: &str, proto: &str, port: u16) -> Result<bool> {
+        self.probe_with(from, to, proto, port, &[])
+    }
+
+    /// Asserts a probe's verdict (`--ipv6` in `extra` for IPv6), naming
+    /// the case: `(from, to, proto, port)`.
+    pub fn expect_with(
+        &self,
+        (from, to, proto, port): (&str, &str, &str, u16),
+        allowed: bool,
+        extra: &[&str],
+    ) -> Result<()> {
+        let got = self.probe_with(from, to, proto, port, extra)?;
+        ensure!(
+            got == allowed,
+            "{from} -> {to} {proto}/{port} {extra:?}: {} but expected {}",
+            verdict(got),
+            verdict(allowed)
+        );
+        Ok(())
+    }
+
+    /// Asserts an IPv4 probe's verdict.
     pub fn expect(
         &self,
         from: &str,
@@ -191,33 +243,35 @@ impl Lab {
         port: u16,
         allowed: bool,
     ) -> Result<()> {
-        let got = self.probe(from, to, proto, port)?;
-        ensure!(
-            got == allowed,
-            "{from} -> {to} {proto}/{port}: {} but expected {}",
-            verdict(got),
-            verdict(allowed)
-        );
-        Ok(())
+        self.expect_with((from, to, proto, port), allowed, &[])
     }
 
-    /// `tortie lab check --expect`: every pair's real packets agree with
-    /// `tortie policy explain`.
-    pub fn check_agrees(&self, proto: &str, port: u16) -> Result<String> {
+    /// `tortie lab check --expect` (more arguments in `extra`): every
+    /// pair's real packets agree with `tortie policy explain`.
+    fn check_agrees_with(&self, proto: &str, port: u16, extra: &[&str]) -> Result<String> {
         let port = port.to_string();
-        let out = run(
-            &[
-                "lab", "check", &self.name, "--proto", proto, "--port", &port, "--expect",
-            ],
-            "",
-        )?;
+        let mut args = vec![
+            "lab", "check", &self.name, "--proto", proto, "--port", &port, "--expect",
+        ];
+        args.extend_from_slice(extra);
+        let out = run(&args, "")?;
         ensure!(
             out.status == Some(0),
-            "probes and policy explain disagree ({proto}/{port}):\n{}\n{}",
+            "probes and policy explain disagree ({proto}/{port} {extra:?}):\n{}\n{}",
             out.stdout,
             out.stderr
         );
         Ok(out.stdout)
+    }
+
+    /// [`Lab::check_agrees_with`] over IPv4.
+    pub fn check_agrees(&self, proto: &str, port: u16) -> Result<String> {
+        self.check_agrees_with(proto, port, &[])
+    }
+
+    /// [`Lab::check_agrees_with`] over IPv6 (dual-stack labs).
+    pub fn check_agrees6(&self, proto: &str, port: u16) -> Result<String> {
+        self.check_agrees_with(proto, port, &["--ipv6"])
     }
 
     /// Runs a command in a node's namespace.
