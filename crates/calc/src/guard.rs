@@ -5,9 +5,10 @@
 //!
 //! A guard comes from the selector itself — the whole selector, or one
 //! top-level `&&` operand, being `key == "v"`, `key in {…}` or `has(key)`
-//! — or from the namespace scope the calculation attached to it. Which
-//! operand is used is a cost choice only: any operand of a conjunction is
-//! implied by it, so the guard never changes what matches.
+//! — and from the namespace scope the calculation attached to it, alone or
+//! together with the selector's own value condition. Which operand is used
+//! is a cost choice only: any operand of a conjunction is implied by it,
+//! so the guard never changes what matches.
 //!
 //! Hard cases: the selector crate keeps its syntax tree private, so the
 //! structure is read back from the canonical form (selectors.md §4), whose
@@ -18,17 +19,28 @@
 //! (including label names too long to re-parse, which prefixing can make)
 //! gets no guard and is evaluated against every item, as before.
 
+use std::collections::BTreeMap;
+
 use tortie_model::endpoint::NAMESPACE_LABEL;
 use tortie_selector::Selector;
 
 use crate::selectors::ScopedSelector;
 
-/// A condition on one label implied by a selector.
+/// A condition on an item's labels implied by a selector.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Guard {
     /// The label `key` is present with one of `values` (none: the selector
     /// matches nothing).
     Values {
+        key: Box<str>,
+        values: Vec<Box<str>>,
+    },
+    /// The item is in `namespace` and its label `key` has one of `values`:
+    /// a namespaced selector's own condition within its scope. Every
+    /// policy of a namespace shares the scope, so the scope alone would
+    /// make each of them a candidate for every endpoint of the namespace.
+    Scoped {
+        namespace: Box<str>,
         key: Box<str>,
         values: Vec<Box<str>>,
     },
@@ -39,27 +51,66 @@ pub(crate) enum Guard {
 }
 
 impl Guard {
-    /// The guard the index files `selector` under. Preference: the
-    /// namespace (from the selector or its scope: it partitions the usual
-    /// namespaced policy like the scope always did), then a value condition
-    /// on the label with the most distinct values among the items indexed
-    /// so far (`distinct_values`, a proxy for selectivity), then presence.
+    /// The guard the index files `selector` under. Among the selector's
+    /// own conditions: a value condition on the label with the most
+    /// distinct values among the items indexed so far (`distinct_values`,
+    /// a proxy for selectivity), then presence. A namespace scope is
+    /// combined with the own value condition ([`Guard::Scoped`]), or used
+    /// alone when there is none.
     pub(crate) fn of(selector: &ScopedSelector, distinct_values: impl Fn(&str) -> usize) -> Guard {
-        let scope = selector.namespace.as_ref().map(|ns| Guard::Values {
-            key: NAMESPACE_LABEL.into(),
-            values: vec![ns.as_ref().into()],
-        });
         let rank = |g: &Guard| match g {
-            Guard::Values { key, .. } if &**key == NAMESPACE_LABEL => (0, 0),
-            Guard::Values { key, .. } => (1, usize::MAX - distinct_values(key)),
-            Guard::Has { .. } => (2, 0),
-            Guard::Unguarded => (3, 0),
+            Guard::Values { key, .. } => (0, usize::MAX - distinct_values(key)),
+            Guard::Has { .. } => (1, 0),
+            Guard::Scoped { .. } | Guard::Unguarded => (2, 0),
         };
-        scope
+        let scope = selector.namespace.as_ref();
+        // Under a scope the namespace condition is the scope's part.
+        let own = conjunct_guards(&selector.selector)
             .into_iter()
-            .chain(conjunct_guards(&selector.selector))
-            .min_by_key(rank)
-            .unwrap_or(Guard::Unguarded)
+            .filter(|g| {
+                scope.is_none()
+                    || !matches!(g, Guard::Values { key, .. } if &**key == NAMESPACE_LABEL)
+            })
+            .min_by_key(rank);
+        let Some(namespace) = scope else {
+            return own.unwrap_or(Guard::Unguarded);
+        };
+        match own {
+            Some(Guard::Values { key, values }) => Guard::Scoped {
+                namespace: namespace.as_ref().into(),
+                key,
+                values,
+            },
+            _ => Guard::Values {
+                key: NAMESPACE_LABEL.into(),
+                values: vec![namespace.as_ref().into()],
+            },
+        }
+    }
+
+    /// Whether `labels` meet the guard (those of every item the selector
+    /// matches do).
+    pub(crate) fn admits(&self, labels: &BTreeMap<String, String>) -> bool {
+        let value_in = |key: &str, values: &[Box<str>]| {
+            labels
+                .get(key)
+                .is_some_and(|v| values.iter().any(|x| **x == **v))
+        };
+        match self {
+            Guard::Values { key, values } => value_in(key, values),
+            Guard::Scoped {
+                namespace,
+                key,
+                values,
+            } => {
+                labels
+                    .get(NAMESPACE_LABEL)
+                    .is_some_and(|n| **n == **namespace)
+                    && value_in(key, values)
+            }
+            Guard::Has { key } => labels.contains_key(&**key),
+            Guard::Unguarded => true,
+        }
     }
 }
 
@@ -212,14 +263,23 @@ mod tests {
         assert_eq!(guard("app in {'b', 'a'}", None), values("app", &["a", "b"]));
         assert_eq!(guard("app in {}", None), values("app", &[]));
         assert_eq!(guard("has(app)", None), Guard::Has { key: "app".into() });
-        // The namespace beats other values, which beat has(); among
-        // values, the label with more distinct values wins.
+        // Values beat has(); among values, the label with more distinct
+        // values wins.
         assert_eq!(
             guard(
                 "projectcalico.org/namespace == 'n' && has(x) && tier == 'web'",
                 None
             ),
-            values(NAMESPACE_LABEL, &["n"])
+            values("tier", &["web"])
+        );
+        // A scope combines with the selector's own value condition.
+        assert_eq!(
+            guard("app == 'a' && has(x)", Some("n")),
+            Guard::Scoped {
+                namespace: "n".into(),
+                key: "app".into(),
+                values: vec!["a".into()],
+            }
         );
         assert_eq!(
             guard("app == 'a' && has(x) && tier == 'web'", None),
@@ -285,14 +345,10 @@ mod tests {
             let g = guard(text, None);
             assert_ne!(g, Guard::Unguarded, "{text}");
             for labels in &label_sets {
-                let passes = match &g {
-                    Guard::Values { key, values } => labels
-                        .get(&**key)
-                        .is_some_and(|v| values.iter().any(|x| **x == **v)),
-                    Guard::Has { key } => labels.contains_key(&**key),
-                    Guard::Unguarded => true,
-                };
-                assert!(passes || !s.matches(labels), "{text} vs {labels:?}");
+                assert!(
+                    g.admits(labels) || !s.matches(labels),
+                    "{text} vs {labels:?}"
+                );
             }
         }
     }

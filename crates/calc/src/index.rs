@@ -22,6 +22,8 @@ use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::Arc;
 
+use tortie_model::endpoint::NAMESPACE_LABEL;
+
 use crate::guard::Guard;
 use crate::labels::Labels;
 use crate::selectors::ScopedSelector;
@@ -57,6 +59,9 @@ pub(crate) struct LabelIndex<K> {
     guarded_by_value: ByLabel<SelId>,
     /// Selectors guarded by a label's presence.
     guarded_by_key: HashMap<Box<str>, HashSet<SelId>>,
+    /// Namespaced selectors guarded by a label value, by namespace, then
+    /// under each value they accept.
+    guarded_in_namespace: HashMap<Box<str>, ByLabel<SelId>>,
     items: Vec<Option<ItemSlot<K>>>,
     free_items: Vec<u32>,
     item_ids: HashMap<K, u32>,
@@ -110,6 +115,7 @@ impl<K: Clone + Eq + Hash> LabelIndex<K> {
             unguarded: HashSet::new(),
             guarded_by_value: HashMap::new(),
             guarded_by_key: HashMap::new(),
+            guarded_in_namespace: HashMap::new(),
             items: Vec::new(),
             free_items: Vec::new(),
             item_ids: HashMap::new(),
@@ -130,18 +136,41 @@ impl<K: Clone + Eq + Hash> LabelIndex<K> {
             .expect("item slots in match sets are live")
     }
 
+    /// The items with label `key` set to one of `values`.
+    fn items_with(&self, key: &str, values: &[Box<str>]) -> Vec<u32> {
+        let Some(by_value) = self.items_by_label.get(key) else {
+            return Vec::new();
+        };
+        values
+            .iter()
+            .filter_map(|v| by_value.get(v))
+            .flatten()
+            .copied()
+            .collect()
+    }
+
     /// The items that meet `guard`.
     fn items_meeting(&self, guard: &Guard) -> Vec<u32> {
         match guard {
-            Guard::Values { key, values } => {
-                let Some(by_value) = self.items_by_label.get(key) else {
-                    return Vec::new();
+            Guard::Values { key, values } => self.items_with(key, values),
+            Guard::Scoped {
+                namespace,
+                key,
+                values,
+            } => {
+                // The smaller of the two postings, checked against the
+                // whole guard.
+                let in_namespace =
+                    self.items_with(NAMESPACE_LABEL, std::slice::from_ref(namespace));
+                let with_value = self.items_with(key, values);
+                let smaller = if in_namespace.len() <= with_value.len() {
+                    in_namespace
+                } else {
+                    with_value
                 };
-                values
-                    .iter()
-                    .filter_map(|v| by_value.get(v))
-                    .flatten()
-                    .copied()
+                smaller
+                    .into_iter()
+                    .filter(|slot| guard.admits(&self.item(*slot).labels))
                     .collect()
             }
             Guard::Has { key } => self
@@ -157,9 +186,15 @@ impl<K: Clone + Eq + Hash> LabelIndex<K> {
     /// The selectors whose guard `labels` meet.
     fn selectors_met_by(&self, labels: &Labels) -> Vec<SelId> {
         let mut out: Vec<SelId> = self.unguarded.iter().copied().collect();
-        if self.guarded_by_value.is_empty() && self.guarded_by_key.is_empty() {
+        if self.guarded_by_value.is_empty()
+            && self.guarded_by_key.is_empty()
+            && self.guarded_in_namespace.is_empty()
+        {
             return out;
         }
+        let in_namespace = labels
+            .get(NAMESPACE_LABEL)
+            .and_then(|ns| self.guarded_in_namespace.get(ns.as_str()));
         for (k, v) in labels.iter() {
             if let Some(set) = self
                 .guarded_by_value
@@ -169,6 +204,12 @@ impl<K: Clone + Eq + Hash> LabelIndex<K> {
                 out.extend(set.iter().copied());
             }
             if let Some(set) = self.guarded_by_key.get(k.as_str()) {
+                out.extend(set.iter().copied());
+            }
+            if let Some(set) = in_namespace
+                .and_then(|by_label| by_label.get(k.as_str()))
+                .and_then(|by_value| by_value.get(v.as_str()))
+            {
                 out.extend(set.iter().copied());
             }
         }
@@ -209,6 +250,19 @@ impl<K: Clone + Eq + Hash> LabelIndex<K> {
             Guard::Values { key, values } => {
                 for v in values {
                     post(&mut self.guarded_by_value, key, v, id);
+                }
+            }
+            Guard::Scoped {
+                namespace,
+                key,
+                values,
+            } => {
+                let by_label = self
+                    .guarded_in_namespace
+                    .entry(namespace.clone())
+                    .or_default();
+                for v in values {
+                    post(by_label, key, v, id);
                 }
             }
             Guard::Has { key } => {
@@ -254,6 +308,20 @@ impl<K: Clone + Eq + Hash> LabelIndex<K> {
             Guard::Values { key, values } => {
                 for v in values {
                     unpost(&mut self.guarded_by_value, key, v, &id);
+                }
+            }
+            Guard::Scoped {
+                namespace,
+                key,
+                values,
+            } => {
+                if let Some(by_label) = self.guarded_in_namespace.get_mut(namespace) {
+                    for v in values {
+                        unpost(by_label, key, v, &id);
+                    }
+                    if by_label.is_empty() {
+                        self.guarded_in_namespace.remove(namespace);
+                    }
                 }
             }
             Guard::Has { key } => {

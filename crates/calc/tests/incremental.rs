@@ -211,3 +211,58 @@ fn a_namespace_label_change_touches_only_that_namespace() {
     let removed: usize = d.ip_set_members_removed.values().map(|m| m.v4.len()).sum();
     assert_eq!(removed, PER_NAMESPACE);
 }
+
+/// Many endpoints and many policies in one namespace (the node bench's
+/// shape): each policy selects one `group` value, its rule one `peer`.
+fn one_big_namespace() -> Datastore {
+    let mut ds = Datastore::default();
+    ds.put(&namespace_profile("big", &[]));
+    for i in 0..1000 {
+        ds.put(&big_pod(i));
+    }
+    for i in 0..200 {
+        ds.put_all(&parse(&format!(
+            r#"
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {{name: p{i}, namespace: big}}
+spec:
+  selector: group == "g{}"
+  ingress: [{{action: Allow, source: {{selector: peer == "p{i}"}}}}]
+"#,
+            i % 50
+        )));
+    }
+    ds
+}
+
+fn big_pod(i: usize) -> Resource {
+    wep(
+        "big",
+        &format!("pod{i}"),
+        "n1",
+        &format!("10.70.{}.{}/32", i / 250, 1 + i % 250),
+        &[
+            ("group", &format!("g{}", i % 50)),
+            ("peer", &format!("p{}", i % 200)),
+        ],
+    )
+}
+
+#[test]
+fn one_namespace_full_of_policies_evaluates_only_each_selectors_own_matches() {
+    let mut c = calculator("n1", &one_big_namespace());
+    c.take_delta();
+    let (p0, i0) = counts(&c);
+    // Building it: each endpoint against the policies of its group and the
+    // rule selectors of its peer, not against all 400 selectors of the
+    // namespace (which was 400,000 evaluations).
+    assert!(p0 + i0 <= 20_000, "building cost {p0} + {i0} evaluations");
+    c.apply(Update::Put(Box::new(big_pod(1007)))).unwrap();
+    let (p1, i1) = counts(&c);
+    // Group g7: policies 7, 57, 107, 157. Peer p7: one rule selector.
+    assert!(p1 - p0 <= 4, "policy evaluations: {}", p1 - p0);
+    assert!(i1 - i0 <= 2, "ipset evaluations: {}", i1 - i0);
+    let d = c.take_delta().unwrap();
+    assert_eq!(d.workload_endpoints_upserted.len(), 1);
+}
