@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use futures::FutureExt as _;
 use ipnet::IpNet;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tortie_calc::{Calculator, LocalState, Update};
 use tortie_client::Client;
 use tortie_dataplane::ipip::IpipSupport;
@@ -220,6 +220,9 @@ pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::Exi
     let mut dataplane: Option<Dataplane> = None;
     let mut written_mtu = None;
     let mut tick = tokio::time::interval(STATUS_INTERVAL);
+    // Readiness is published as soon as a reconciler catches up, not on
+    // the next tick.
+    let mut caught_up: Option<Arc<Notify>> = None;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     loop {
@@ -256,9 +259,14 @@ pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::Exi
                             interface_prefixes: calc.local_state().config.interface_prefixes.clone(),
                         };
                         tracing::info!(changes = delta.len(), "in sync; programming the kernel");
-                        dataplane = Some(Dataplane::start(config, delta, &metrics).await?);
+                        let dp = Dataplane::start(config, delta, &metrics).await?;
+                        caught_up = Some(dp.caught_up());
+                        dataplane = Some(dp);
                     }
                 }
+            }
+            () = notified(caught_up.clone()) => {
+                refresh_status(&calc, dataplane.as_ref(), &metrics, &status_tx);
             }
             _ = tick.tick() => {
                 refresh_status(&calc, dataplane.as_ref(), &metrics, &status_tx);
@@ -281,6 +289,14 @@ pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::Exi
     }
     tracing::info!(node = %name, "tortie node stopping; the kernel state it programmed stays in place");
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Waits for `notify` (forever without one).
+async fn notified(notify: Option<Arc<Notify>>) {
+    match notify {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Feeds one syncer event to the calculation.

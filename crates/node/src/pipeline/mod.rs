@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tortie_calc::Delta;
 use tortie_dataplane::driver::{self, Pass, Reconciler};
@@ -104,6 +104,8 @@ pub struct Dataplane {
     render_errors: Arc<AtomicU64>,
     /// Every interface's latest state, as the links reconciler reports it.
     interfaces: Arc<Mutex<HashMap<String, InterfaceStatus>>>,
+    /// Woken when a reconciler has caught up with everything sent to it.
+    caught_up: Arc<Notify>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -112,6 +114,7 @@ fn spawn<R>(
     mut reconciler: R,
     initial: Vec<R::Update>,
     metrics: &Metrics,
+    caught_up: &Arc<Notify>,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> Feed<R::Update>
 where
@@ -129,10 +132,15 @@ where
     let (tx, mut rx) = mpsc::channel(QUEUE);
     let task_progress = Arc::clone(&progress);
     let metrics = metrics.clone();
+    let caught_up = Arc::clone(caught_up);
     tasks.push(tokio::spawn(async move {
         let name = reconciler.name();
         driver::run_observed(&mut reconciler, &mut rx, |pass| {
-            observe(name, pass, &task_progress, &metrics)
+            let was = task_progress.programmed();
+            observe(name, pass, &task_progress, &metrics);
+            if !was && task_progress.programmed() {
+                caught_up.notify_one();
+            }
         })
         .await;
     }));
@@ -203,17 +211,24 @@ impl Dataplane {
         }
         let mut tasks = Vec::new();
         let render_errors = Arc::new(AtomicU64::new(0));
+        let caught_up = Arc::new(Notify::new());
 
         let policy = policy::PolicyDriver::open(config.resync_interval, Arc::clone(&render_errors))
             .context("opening nftables")?;
-        let policy = spawn(policy, vec![Arc::new(first)], metrics, &mut tasks);
+        let policy = spawn(
+            policy,
+            vec![Arc::new(first)],
+            metrics,
+            &caught_up,
+            &mut tasks,
+        );
 
         let routes = RouteReconciler::open(RouteConfig {
             resync_interval: config.resync_interval,
             ..RouteConfig::default()
         })
         .context("opening the routes reconciler")?;
-        let routes = spawn(routes, updates.routes, metrics, &mut tasks);
+        let routes = spawn(routes, updates.routes, metrics, &caught_up, &mut tasks);
 
         let mut vxlan = Vec::new();
         for (ipv6, initial) in [(false, updates.vxlan_v4), (true, updates.vxlan_v6)] {
@@ -223,7 +238,7 @@ impl Dataplane {
                 ..VxlanConfig::default()
             })
             .context("opening the VXLAN reconciler")?;
-            vxlan.push(spawn(reconciler, initial, metrics, &mut tasks));
+            vxlan.push(spawn(reconciler, initial, metrics, &caught_up, &mut tasks));
         }
         let vxlan_v6 = vxlan.pop().expect("two VXLAN feeds");
         let vxlan_v4 = vxlan.pop().expect("two VXLAN feeds");
@@ -234,7 +249,13 @@ impl Dataplane {
                 ..IpipConfig::default()
             })
             .context("opening the IPIP reconciler")?;
-            Some(spawn(reconciler, updates.ipip, metrics, &mut tasks))
+            Some(spawn(
+                reconciler,
+                updates.ipip,
+                metrics,
+                &caught_up,
+                &mut tasks,
+            ))
         } else {
             None
         };
@@ -284,6 +305,7 @@ impl Dataplane {
             links: links_tx,
             render_errors,
             interfaces,
+            caught_up,
             tasks,
         })
     }
@@ -331,6 +353,13 @@ impl Dataplane {
         .filter(|(_, p)| !p.programmed())
         .map(|(name, _)| name)
         .collect()
+    }
+
+    /// Woken when a reconciler has just caught up with everything sent to
+    /// it (readiness may have changed; the status need not wait for its
+    /// next tick).
+    pub fn caught_up(&self) -> Arc<Notify> {
+        Arc::clone(&self.caught_up)
     }
 
     /// Whether each of `ifaces` is oper-up (in order).
