@@ -247,7 +247,7 @@ pub async fn run_files(
         _ => Some(global.writing_client().await?),
     };
     let mut outcome = Outcome::new(verb);
-    for mut d in resources {
+    for mut d in in_dependency_order(resources, verb) {
         let kind = d.resource.kind();
         let origin = d.origin.to_string();
         if let Err(e) = resolve_namespace(&mut d.resource, write.namespace.as_deref()) {
@@ -258,6 +258,20 @@ pub async fn run_files(
         outcome.record(kind, result.map_err(|e| format!("{origin}: {e}")));
     }
     Ok(outcome.report())
+}
+
+/// The order a file's resources are written in: tiers before the other
+/// resources (policies must name an existing tier), and on delete after
+/// them (a tier still holding policies cannot go), so the file that
+/// created a tier and its policies also deletes them. Otherwise the
+/// file's order (the sort is stable).
+fn in_dependency_order(mut resources: Vec<Decoded>, verb: Verb) -> Vec<Decoded> {
+    let is_tier = |d: &Decoded| d.resource.kind() == Kind::Tier;
+    match verb {
+        Verb::Delete => resources.sort_by_key(is_tier),
+        _ => resources.sort_by_key(|d| !is_tier(d)),
+    }
+    resources
 }
 
 /// `delete`: by `-f`, or by kind and names.

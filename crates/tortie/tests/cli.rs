@@ -434,6 +434,20 @@ fn tiers_and_policies_depend_on_each_other() {
     );
     let out = cli.apply("apiVersion: projectcalico.org/v3\nkind: ClusterInformation\nmetadata: {name: default}\nspec: {}\n").fails();
     assert!(out.stderr.contains("read-only"), "{}", out.stderr);
+    // One file with the policy before its tier: applied tier first,
+    // deleted tier last.
+    let both = cli.file(
+        "tiered.yaml",
+        &format!(
+            "{gnp}---\napiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {{name: security}}\nspec: {{order: 100}}\n"
+        ),
+    );
+    let both = both.to_str().expect("utf-8 path");
+    let out = cli.run(&["apply", "-f", both]).ok();
+    assert_eq!(out.stdout, "Successfully applied 2 resource(s)\n");
+    let out = cli.run(&["delete", "-f", both]).ok();
+    assert_eq!(out.stdout, "Successfully deleted 2 resource(s)\n");
+    cli.run(&["get", "tier", "security"]).fails();
 }
 
 #[test]
