@@ -249,3 +249,28 @@ async fn writes_by_another_instance_arrive_within_the_poll_interval() -> Result<
     ensure!(worst < Duration::from_millis(250), "latency {worst:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn another_instances_commit_wakes_the_watch_before_its_poll_tick() -> Result<()> {
+    let dir = scratch_dir()?;
+    let path = dir.path().join("ds.db");
+    // A poll tick far beyond the wait below: only the wake-up on the WAL
+    // can deliver the event in time.
+    let slow = EmbeddedOptions {
+        poll_interval: Duration::from_secs(600),
+        ..EmbeddedOptions::default()
+    };
+    let watching = open(&path, slow).await?;
+    let writer = open(&path, EmbeddedOptions::default()).await?;
+    let first = writer.put("/wake/a", b"1".to_vec()).await?;
+    let mut watch = watching.watch("/wake/", first + 1).await?;
+    // Let the poller take its first look, which sets the wake-up up.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    writer.put("/wake/b", b"2".to_vec()).await?;
+    let event = tokio::time::timeout(Duration::from_secs(30), watch.next())
+        .await
+        .context("the commit did not wake the watch before its 600 s poll tick")?
+        .context("the watch ended")??;
+    ensure!(event.key == "/wake/b", "unexpected event {event:?}");
+    Ok(())
+}

@@ -6,9 +6,10 @@
 //! revision right after commit (no latency). Writes by other processes, or
 //! other instances in this process, are noticed by ONE poller thread per
 //! instance that checks `PRAGMA data_version` on a dedicated connection
-//! every `poll_interval` (5 ms by default); the pragma is a cheap read of
-//! the WAL index that changes whenever another connection commits, and only
-//! then is the meta row read.
+//! when inotify reports a write to the WAL (`wake`), and every
+//! `poll_interval` (5 ms by default) whatever happens; the pragma is a
+//! cheap read of the WAL index that changes whenever another connection
+//! commits, and only then is the meta row read.
 //!
 //! Why a thread and not a tokio task: the poll must not occupy a runtime
 //! worker (or the only worker of a current_thread runtime) when SQLite
@@ -24,12 +25,19 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
+use std::time::Duration;
 
 use rusqlite::Connection;
 use tokio::sync::watch;
 
+use super::wake::CommitWake;
 use super::{EmbeddedOptions, StoreError, ops, schema};
 use crate::{DatastoreError, Revision};
+
+/// How often the poller looks again after a wake-up that showed no commit
+/// yet, and for how many steps (a commit on a slow disk waits for fsync).
+const CHASE_STEP: Duration = Duration::from_millis(1);
+const CHASE_STEPS: u32 = 200;
 
 pub(super) struct RevisionFeed {
     latest: watch::Sender<Revision>,
@@ -97,20 +105,51 @@ impl RevisionFeed {
         tracing::debug!(%path, "watch poller started");
         let mut seen_version = None;
         let mut failing = false;
+        let mut wake: Option<CommitWake> = None;
+        // Quick re-checks left after a wake-up that has not shown a commit.
+        let mut chase = 0;
         loop {
-            match self.check(&conn, &mut seen_version) {
-                Ok(()) if failing => {
-                    failing = false;
-                    tracing::info!(%path, "watch poller recovered");
+            let changed = match self.check(&conn, &mut seen_version) {
+                Ok(changed) => {
+                    if failing {
+                        failing = false;
+                        tracing::info!(%path, "watch poller recovered");
+                    }
+                    changed
                 }
-                Ok(()) => {}
-                Err(err) if !failing => {
-                    failing = true;
-                    tracing::warn!(%path, error = %err, "watch poller cannot read the datastore; retrying");
+                Err(err) => {
+                    if !failing {
+                        failing = true;
+                        tracing::warn!(%path, error = %err, "watch poller cannot read the datastore; retrying");
+                    }
+                    false
                 }
-                Err(_) => {}
+            };
+            let Some(wake) = &wake else {
+                // The WAL exists once the check has read the store. A
+                // commit that slipped in before the watch on it was set
+                // is caught by checking once more, at once.
+                let created = CommitWake::new(&self.path);
+                tracing::debug!(%path, inotify = created.active(), "watch poller waits for commits");
+                wake = Some(created);
+                continue;
+            };
+            // A write to the WAL comes before the commit is visible (the
+            // WAL index, in shared memory, changes last and wakes no one):
+            // after a wake-up, look again every CHASE_STEP until the
+            // commit shows or CHASE_STEPS pass.
+            if changed {
+                chase = 0;
             }
-            thread::sleep(self.options.poll_interval);
+            let timeout = if chase > 0 {
+                chase -= 1;
+                CHASE_STEP.min(self.options.poll_interval)
+            } else {
+                self.options.poll_interval
+            };
+            if wake.wait(timeout) {
+                chase = CHASE_STEPS;
+            }
             let mut running = self
                 .poller_running
                 .lock()
@@ -123,13 +162,16 @@ impl RevisionFeed {
         }
     }
 
-    fn check(&self, conn: &Connection, seen_version: &mut Option<i64>) -> Result<(), StoreError> {
+    /// Publishes the newest revision if another connection committed since
+    /// the last check; returns whether one did.
+    fn check(&self, conn: &Connection, seen_version: &mut Option<i64>) -> Result<bool, StoreError> {
         let version: i64 = conn.pragma_query_value(None, "data_version", |row| row.get(0))?;
-        if *seen_version != Some(version) {
-            *seen_version = Some(version);
-            self.publish(ops::meta(conn)?.revision);
+        if *seen_version == Some(version) {
+            return Ok(false);
         }
-        Ok(())
+        *seen_version = Some(version);
+        self.publish(ops::meta(conn)?.revision);
+        Ok(true)
     }
 }
 

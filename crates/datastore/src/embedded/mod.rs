@@ -3,7 +3,7 @@
 //!
 //! Layout: [`schema`] opens connections (pragmas, busy handling, schema and
 //! the durability choice), [`ops`] holds the SQL transactions, [`feed`]
-//! notices commits, [`watcher`] streams one watch.
+//! notices commits (woken by [`wake`]), [`watcher`] streams one watch.
 //!
 //! Concurrency inside a process: rusqlite connections are `Send` but not
 //! `Sync`, and SQLite calls block. Every operation runs on tokio's blocking
@@ -26,6 +26,7 @@
 mod feed;
 mod ops;
 mod schema;
+mod wake;
 mod watcher;
 
 use std::path::{Path, PathBuf};
