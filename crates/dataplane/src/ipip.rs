@@ -173,6 +173,20 @@ pub fn plan(want: &TunnelDevice, have: Option<(&LinkState, &[Ipv4Net])>) -> Vec<
     ops
 }
 
+/// The changes that leave an existing `tunl0` without IPv4 addresses.
+pub fn plan_clear(have: Option<(&LinkState, &[Ipv4Net])>) -> Vec<TunnelOp> {
+    have.map(|(link, addrs)| {
+        addrs
+            .iter()
+            .map(|a| TunnelOp::DeleteAddress {
+                index: link.index,
+                addr: *a,
+            })
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
 fn address_message(index: u32, addr: Ipv4Net) -> AddressMessage {
     let mut msg = AddressMessage::default();
     msg.header.family = AddressFamily::Inet;
@@ -225,10 +239,11 @@ impl Default for IpipConfig {
     }
 }
 
-/// Keeps `tunl0` as the latest [`TunnelDevice`] says. Until it is told
-/// one (`Some`), or after it is told `None` (IPIP no longer in use, or no
-/// tunnel address yet), it leaves `tunl0` alone: the device cannot be
-/// deleted and may be someone else's.
+/// Keeps `tunl0` as the latest [`TunnelDevice`] says. Told `None` (IPIP
+/// not in use, or no tunnel address allocated yet), it removes the IPv4
+/// addresses of an existing `tunl0`, as Calico does when IPIP is off: a
+/// tunnel address left there after IPAM released it would shadow the pod
+/// that gets it next. The device itself cannot be deleted and stays.
 pub struct IpipReconciler {
     config: IpipConfig,
     socket: RtSocket,
@@ -279,16 +294,17 @@ impl IpipReconciler {
         Ok(())
     }
 
-    /// Applies [`plan`] against what was read; after any change `tunl0`
-    /// is read again (and planned again when it had to be created).
+    /// Applies [`plan`] (or [`plan_clear`]) against what was read; after
+    /// any change `tunl0` is read again (and planned again when it had to
+    /// be created).
     pub async fn apply(&mut self) -> Result<ApplyReport, NetlinkError> {
         let mut report = ApplyReport::default();
-        let Some(want) = self.desired else {
-            return Ok(report);
-        };
         for _round in 0..2 {
             let have = self.installed.as_ref().map(|(l, a)| (l, a.as_slice()));
-            let ops = plan(&want, have);
+            let ops = match &self.desired {
+                Some(want) => plan(want, have),
+                None => plan_clear(have),
+            };
             if ops.is_empty() {
                 break;
             }
@@ -408,6 +424,20 @@ mod tests {
         let done = tunl0(1480, true);
         let addr: Ipv4Net = "10.244.3.0/32".parse().expect("net");
         assert!(plan(&WANT, Some((&done, &[addr]))).is_empty());
+    }
+
+    #[test]
+    fn without_a_tunnel_address_tunl0_keeps_none() {
+        assert!(plan_clear(None).is_empty(), "no tunl0, nothing to do");
+        let link = tunl0(1480, true);
+        let stale: Ipv4Net = "10.244.3.0/32".parse().expect("net");
+        assert_eq!(
+            plan_clear(Some((&link, &[stale]))),
+            vec![TunnelOp::DeleteAddress {
+                index: 9,
+                addr: stale
+            }]
+        );
     }
 
     #[test]

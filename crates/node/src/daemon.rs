@@ -265,20 +265,15 @@ pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::Exi
                     }
                 }
             }
+            // The MTU file first: a pod created the moment the node is
+            // ready must find it.
             () = notified(caught_up.clone()) => {
+                write_mtu(dataplane.as_ref(), &args.mtu_file, &mut written_mtu, &status_tx);
                 refresh_status(&calc, dataplane.as_ref(), &metrics, &status_tx);
             }
             _ = tick.tick() => {
+                write_mtu(dataplane.as_ref(), &args.mtu_file, &mut written_mtu, &status_tx);
                 refresh_status(&calc, dataplane.as_ref(), &metrics, &status_tx);
-                if let Some(dp) = &dataplane {
-                    let mtu = dp.pod_mtu();
-                    if written_mtu != Some(mtu) {
-                        match write_mtu_file(&args.mtu_file, mtu) {
-                            Ok(()) => written_mtu = Some(mtu),
-                            Err(e) => report(&status_tx, e),
-                        }
-                    }
-                }
             }
             _ = terminate.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
@@ -388,6 +383,26 @@ fn endpoint_status(
         }
     }
     (up.len() - down_count, down_count, down)
+}
+
+/// Writes the pod MTU file when the dataplane's pod MTU differs from the
+/// one last written.
+fn write_mtu(
+    dataplane: Option<&Dataplane>,
+    path: &std::path::Path,
+    written: &mut Option<u32>,
+    status: &watch::Sender<NodeStatus>,
+) {
+    let Some(dp) = dataplane else {
+        return;
+    };
+    let mtu = dp.pod_mtu();
+    if *written != Some(mtu) {
+        match write_mtu_file(path, mtu) {
+            Ok(()) => *written = Some(mtu),
+            Err(e) => report(status, e),
+        }
+    }
 }
 
 /// Writes the pod MTU where the CNI plugin reads it (decimal, no newline).

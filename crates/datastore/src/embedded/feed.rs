@@ -37,7 +37,10 @@ use crate::{DatastoreError, Revision};
 /// How often the poller looks again after a wake-up that showed no commit
 /// yet, and for how many steps (a commit on a slow disk waits for fsync).
 const CHASE_STEP: Duration = Duration::from_millis(1);
-const CHASE_STEPS: u32 = 200;
+const CHASE_STEPS: u32 = 20;
+/// Polls between attempts to set the wake-up up while it is not (the WAL
+/// was missing, or inotify refused).
+const REARM_EVERY: u32 = 1000;
 
 pub(super) struct RevisionFeed {
     latest: watch::Sender<Revision>,
@@ -108,6 +111,7 @@ impl RevisionFeed {
         let mut wake: Option<CommitWake> = None;
         // Quick re-checks left after a wake-up that has not shown a commit.
         let mut chase = 0;
+        let mut polls: u32 = 0;
         loop {
             let changed = match self.check(&conn, &mut seen_version) {
                 Ok(changed) => {
@@ -125,7 +129,11 @@ impl RevisionFeed {
                     false
                 }
             };
-            let Some(wake) = &wake else {
+            polls = polls.wrapping_add(1);
+            let rearm = wake
+                .as_ref()
+                .is_some_and(|w| !w.active() && polls.is_multiple_of(REARM_EVERY));
+            let Some(wake) = wake.as_ref().filter(|_| !rearm) else {
                 // The WAL exists once the check has read the store. A
                 // commit that slipped in before the watch on it was set
                 // is caught by checking once more, at once.

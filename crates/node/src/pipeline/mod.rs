@@ -155,8 +155,10 @@ fn observe(name: &'static str, pass: Pass, progress: &Progress, metrics: &Metric
             resynced,
             updates,
         } => {
-            progress.folded.fetch_add(updates as u64, Ordering::AcqRel);
+            // `complete` before `folded`: a reader in between sees the
+            // reconciler behind, never a failed pass as programmed.
             progress.complete.store(pass.complete(), Ordering::Release);
+            progress.folded.fetch_add(updates as u64, Ordering::AcqRel);
             let taking_over = !progress.taken_over.load(Ordering::Acquire);
             if taking_over && pass.complete() {
                 progress.taken_over.store(true, Ordering::Release);

@@ -50,7 +50,7 @@ pub struct Updates {
     pub routes: Vec<RouteUpdate>,
     pub vxlan_v4: Vec<VxlanUpdate>,
     pub vxlan_v6: Vec<VxlanUpdate>,
-    /// `tunl0` as it should now be (`None`: leave it alone).
+    /// `tunl0` as it should now be (`None`: without IPv4 addresses).
     pub ipip: Vec<Option<TunnelDevice>>,
     pub links: Vec<LinkUpdate>,
     /// Things that could not be programmed, for logs and status.
