@@ -241,9 +241,9 @@ impl Default for IpipConfig {
 
 /// Keeps `tunl0` as the latest [`TunnelDevice`] says. Told `None` (IPIP
 /// not in use, or no tunnel address allocated yet), it removes the IPv4
-/// addresses of an existing `tunl0`, as Calico does when IPIP is off: a
-/// tunnel address left there after IPAM released it would shadow the pod
-/// that gets it next. The device itself cannot be deleted and stays.
+/// addresses of an existing `tunl0`: a tunnel address left there after
+/// IPAM released it would shadow the pod that gets it next. The device
+/// itself cannot be deleted and stays.
 pub struct IpipReconciler {
     config: IpipConfig,
     socket: RtSocket,
