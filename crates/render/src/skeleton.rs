@@ -162,9 +162,7 @@ fn vxlan_peer_rules(cfg: &EffectiveConfig, addr: Addr, then: &[Expr], comment: &
     .map(|(f, set)| {
         rule(
             vec![
-                rules::nfproto(f),
-                rules::l4proto(17),
-                rules::dport(cfg.vxlan_port),
+                vxlan_packet(cfg, f),
                 vec![
                     exprs::load_addr(f, addr, Reg::r32(0)),
                     Expr::Lookup {
@@ -182,6 +180,16 @@ fn vxlan_peer_rules(cfg: &EffectiveConfig, addr: Addr, then: &[Expr], comment: &
     .collect()
 }
 
+/// Matches a VXLAN packet of family `f`: UDP to the VXLAN port.
+fn vxlan_packet(cfg: &EffectiveConfig, f: IpFamily) -> Vec<Expr> {
+    [
+        rules::nfproto(f),
+        rules::l4proto(17),
+        rules::dport(cfg.vxlan_port),
+    ]
+    .concat()
+}
+
 /// Drops VXLAN from anything but a known peer, for the families in use.
 fn vxlan_from_unknown(cfg: &EffectiveConfig) -> Vec<Rule> {
     [
@@ -192,12 +200,7 @@ fn vxlan_from_unknown(cfg: &EffectiveConfig) -> Vec<Rule> {
     .filter(|(_, on)| *on)
     .map(|(f, _)| {
         rule(
-            vec![
-                rules::nfproto(f),
-                rules::l4proto(17),
-                rules::dport(cfg.vxlan_port),
-                v(Verdict::Drop),
-            ],
+            vec![vxlan_packet(cfg, f), v(Verdict::Drop)],
             "VXLAN from an unknown host",
         )
     })
