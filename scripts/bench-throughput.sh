@@ -3,8 +3,11 @@
 # to a bare veth pair measured in the same run: on one node, and across
 # nodes over VXLAN, with 1,000 policies applying to the pods (so every
 # endpoint chain holds 1,000 policy jumps; established traffic is accepted
-# before any of them). Builds a 2-node lab named `bt`, removes it at the
-# end, also on failure. Needs root.
+# before any of them). Measured three ways: as deployed (the fast path
+# carries established pod-to-pod flows on one node), with the fast path
+# off (`lab up --no-fast-path`: every packet through the node's stack and
+# tortie's table), and with no nftables table at all. Builds a 2-node lab
+# named `bt`, removes it at the end, also on failure. Needs root.
 #
 # Single runs on a 2-core VM vary by +-15%, so every figure is the median
 # of ROUNDS rounds, each round measuring the bare veth pair and then the
@@ -54,59 +57,6 @@ ip -n "$a" link set lo up
 ip -n "$b" link set lo up
 bare() { measure "ip netns exec $b" "ip netns exec $a" 10.99.0.2; }
 
-echo "==> lab: 2 nodes, 3 pods, 1,000 policies"
-"$tortie" lab down "$lab" >/dev/null 2>&1 || true
-"$tortie" lab up "$lab" --nodes 2 >/dev/null
-"$tortie" lab pod add "$lab" node-1 perf/server --labels app=iperf,role=server >/dev/null
-"$tortie" lab pod add "$lab" node-1 perf/local --labels app=iperf,role=client >/dev/null
-"$tortie" lab pod add "$lab" node-2 perf/remote --labels app=iperf,role=client >/dev/null
-{
-  for i in $(seq 0 999); do
-    cat <<EOF
----
-apiVersion: projectcalico.org/v3
-kind: NetworkPolicy
-metadata: {name: filler-$i, namespace: perf}
-spec:
-  order: $i
-  selector: app == 'iperf'
-  ingress:
-  - action: Allow
-    protocol: TCP
-    source: {nets: [198.18.$((i / 250)).$((i % 250))/32]}
-    destination: {ports: [$((10000 + i))]}
-  egress:
-  - action: Allow
-    protocol: UDP
-    destination: {nets: [198.19.$((i / 250)).$((i % 250))/32], ports: [$((20000 + i))]}
-EOF
-  done
-  cat <<EOF
----
-apiVersion: projectcalico.org/v3
-kind: NetworkPolicy
-metadata: {name: clients-to-server, namespace: perf}
-spec:
-  order: 5000
-  selector: app == 'iperf'
-  ingress:
-  - action: Allow
-    source: {selector: role == 'client'}
-  egress:
-  - action: Allow
-EOF
-} | "$tortie" lab ctl "$lab" -- apply -f - >/dev/null
-# Wait until the policies are programmed on both nodes.
-for node in 1 2; do
-  for _ in $(seq 1 100); do
-    if ip netns exec "tl-$lab-n$node" "$tortie" node status -o json | grep -q '"active_policies": 100[0-9]'; then
-      break
-    fi
-    sleep 0.2
-  done
-done
-server_ip=$("$tortie" lab exec "$lab" perf/server -- ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1)
-server="$tortie lab exec $lab perf/server --"
 
 # $1 = label; runs ROUNDS rounds of (bare, one node, across VXLAN) and
 # sets <label>_{bare,local,remote} to the medians of the Mbit/s and
@@ -130,8 +80,73 @@ rounds_of() {
 }
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-echo "==> $rounds rounds with tortie's table on both nodes"
+# Builds the lab `bt`: 2 nodes, 3 pods, 1,000 policies; $@ = extra
+# `lab up` flags. Sets server_ip and server.
+lab_up() {
+  "$tortie" lab down "$lab" >/dev/null 2>&1 || true
+  "$tortie" lab up "$lab" --nodes 2 "$@" >/dev/null
+  "$tortie" lab pod add "$lab" node-1 perf/server --labels app=iperf,role=server >/dev/null
+  "$tortie" lab pod add "$lab" node-1 perf/local --labels app=iperf,role=client >/dev/null
+  "$tortie" lab pod add "$lab" node-2 perf/remote --labels app=iperf,role=client >/dev/null
+  {
+    for i in $(seq 0 999); do
+      cat <<EOF
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: filler-$i, namespace: perf}
+spec:
+  order: $i
+  selector: app == 'iperf'
+  ingress:
+  - action: Allow
+    protocol: TCP
+    source: {nets: [198.18.$((i / 250)).$((i % 250))/32]}
+    destination: {ports: [$((10000 + i))]}
+  egress:
+  - action: Allow
+    protocol: UDP
+    destination: {nets: [198.19.$((i / 250)).$((i % 250))/32], ports: [$((20000 + i))]}
+EOF
+    done
+    cat <<EOF
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: clients-to-server, namespace: perf}
+spec:
+  order: 5000
+  selector: app == 'iperf'
+  ingress:
+  - action: Allow
+    source: {selector: role == 'client'}
+  egress:
+  - action: Allow
+EOF
+  } | "$tortie" lab ctl "$lab" -- apply -f - >/dev/null
+  # Wait until the policies are programmed on both nodes.
+  for node in 1 2; do
+    for _ in $(seq 1 100); do
+      if ip netns exec "tl-$lab-n$node" "$tortie" node status -o json | grep -q '"active_policies": 100[0-9]'; then
+        break
+      fi
+      sleep 0.2
+    done
+  done
+  server_ip=$("$tortie" lab exec "$lab" perf/server -- ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1)
+  server="$tortie lab exec $lab perf/server --"
+}
+
+echo "==> lab: 2 nodes, 3 pods, 1,000 policies; the fast path on"
+lab_up
+echo "==> $rounds rounds with tortie's table and fast path on both nodes"
 rounds_of with
+
+echo "==> the same lab with the fast path off (--no-fast-path)"
+"$tortie" lab down "$lab" >/dev/null
+lab_up --no-fast-path
+echo "==> $rounds rounds with tortie's table, every packet through the host's stack"
+rounds_of stack
 
 # The same paths with no tortie table at all (node daemons stopped, table
 # deleted): what routing through two veths and the VXLAN device costs
@@ -150,5 +165,7 @@ printf '%-46s %10s %8s\n' "path (${seconds} s iperf3, 1 stream; medians of $roun
 printf '%-46s %10s %8s\n' "bare veth pair (baseline)" "$with_bare" "1.00"
 printf '%-46s %10s %8s\n' "pod to pod, one node, 1,000 policies" "$with_local" "$with_local_ratio"
 printf '%-46s %10s %8s\n' "pod to pod, across VXLAN, 1,000 policies" "$with_remote" "$with_remote_ratio"
+printf '%-46s %10s %8s\n' "one node, 1,000 policies, no fast path" "$stack_local" "$stack_local_ratio"
+printf '%-46s %10s %8s\n' "across VXLAN, 1,000 policies, no fast path" "$stack_remote" "$stack_remote_ratio"
 printf '%-46s %10s %8s\n' "pod to pod, one node, no nftables at all" "$without_local" "$without_local_ratio"
 printf '%-46s %10s %8s\n' "pod to pod, across VXLAN, no nftables at all" "$without_remote" "$without_remote_ratio"

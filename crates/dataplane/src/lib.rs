@@ -15,6 +15,7 @@
 //! detection and `tunl0` programming.
 
 pub mod driver;
+pub mod fastpath;
 pub mod ipip;
 pub mod links;
 pub mod netlink;

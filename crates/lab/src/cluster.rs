@@ -60,6 +60,10 @@ pub struct UpArgs {
     /// The IPv6 pod IP pool (with --ipv6)
     #[arg(long, default_value = "fd00:10:244::/48", requires = "ipv6")]
     pub pod_cidr6: String,
+    /// Run the node daemons without the established-flow fast path, so
+    /// every packet takes the nodes' stacks (for comparison)
+    #[arg(long)]
+    pub no_fast_path: bool,
 }
 
 /// The IPv6 half of a dual-stack lab, parsed.
@@ -204,6 +208,9 @@ fn start_daemon(lab: &LabState, node: &NodeState) -> Result<u32> {
     if let Some(ip6) = &node.ip6 {
         command.args(["--ip6", ip6]);
     }
+    if lab.no_fast_path {
+        command.arg("--no-fast-path");
+    }
     let child = command
         .args(["--log-level", "info"])
         .stdin(Stdio::null())
@@ -344,6 +351,7 @@ pub fn up(args: &UpArgs) -> Result<ExitCode> {
         nodes: Vec::new(),
         pods: Vec::new(),
         etcd,
+        no_fast_path: args.no_fast_path,
     };
     let result = (|| -> Result<()> {
         link_plugins(&lab.name)?;

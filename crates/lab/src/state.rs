@@ -40,6 +40,9 @@ pub struct LabState {
     /// The lab's own etcd member (`lab up --etcd`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd: Option<crate::store::EtcdState>,
+    /// The node daemons run without the fast path (`lab up --no-fast-path`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_fast_path: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

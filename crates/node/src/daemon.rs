@@ -23,6 +23,7 @@ use ipnet::IpNet;
 use tokio::sync::{Notify, watch};
 use tortie_calc::{Calculator, LocalState, Update};
 use tortie_client::Client;
+use tortie_dataplane::fastpath::FastPath;
 use tortie_dataplane::ipip::IpipSupport;
 use tortie_datastore::sync::{SyncEvent, Syncer, SyncerConfig};
 use tortie_datastore::{Datastore, DatastoreSpec};
@@ -77,6 +78,10 @@ pub struct RunArgs {
     /// Where the pod MTU is written for the CNI plugin
     #[arg(long, default_value = "/var/lib/calico/mtu")]
     pub mtu_file: std::path::PathBuf,
+    /// Do not attach the established-flow fast path (tc-BPF) to workload
+    /// interfaces; every packet then takes the host's stack
+    #[arg(long)]
+    pub no_fast_path: bool,
 }
 
 /// `--resync-interval`: seconds, 0.05 to 3600.
@@ -207,6 +212,11 @@ pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::Exi
     if let IpipSupport::Unsupported { reason } = &ipip {
         tracing::warn!(%reason, "IPIP is not available on this host; IPIP pools cannot be programmed");
     }
+    let mut fast_path = open_fast_path(args.no_fast_path);
+    status_tx.send_modify(|s| {
+        s.fast_path = Some(fast_path.is_ok());
+        s.fast_path_detail = fast_path.as_ref().err().cloned().unwrap_or_default();
+    });
     let (node_iface, host_mtu) = detect::interface_holding(ip.addr()).await?;
     let host = HostFacts {
         node_iface,
@@ -257,6 +267,7 @@ pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::Exi
                             host: host.clone(),
                             resync_interval,
                             interface_prefixes: calc.local_state().config.interface_prefixes.clone(),
+                            fast_path: std::mem::replace(&mut fast_path, Err(String::new())).ok(),
                         };
                         tracing::info!(changes = delta.len(), "in sync; programming the kernel");
                         let dp = Dataplane::start(config, delta, &metrics).await?;
@@ -415,6 +426,24 @@ fn write_mtu_file(path: &std::path::Path, mtu: u32) -> Result<(), String> {
     std::fs::write(&tmp, mtu.to_string())
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| format!("cannot write the pod MTU to {}: {e}", path.display()))
+}
+
+/// The fast path, or why there is none (logged).
+fn open_fast_path(turned_off: bool) -> Result<FastPath, String> {
+    if turned_off {
+        tracing::info!("the fast path is turned off (--no-fast-path)");
+        return Err("turned off (--no-fast-path)".to_string());
+    }
+    match FastPath::open() {
+        Ok(fast_path) => {
+            tracing::info!("established pod-to-pod flows take the fast path (tc-BPF)");
+            Ok(fast_path)
+        }
+        Err(e) => {
+            tracing::warn!(reason = %e, "the fast path is not available; every packet takes the host's stack");
+            Err(e.to_string())
+        }
+    }
 }
 
 /// Whether this kernel can do IPIP (a failed probe counts as "no").

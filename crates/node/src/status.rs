@@ -34,6 +34,12 @@ pub struct NodeStatus {
     pub ipip_supported: Option<bool>,
     /// Why IPIP is unavailable, when it is.
     pub ipip_detail: String,
+    /// Whether the established-flow fast path is on: `None` until known.
+    #[serde(default)]
+    pub fast_path: Option<bool>,
+    /// Why it is off, when it is.
+    #[serde(default)]
+    pub fast_path_detail: String,
     pub local_endpoints: usize,
     pub active_policies: usize,
     /// Local workload endpoints whose interface is up.
@@ -121,6 +127,11 @@ impl NodeStatus {
             }
             (None, _) => out.push_str("IPIP:        not probed yet\n"),
         }
+        match self.fast_path {
+            Some(true) => out.push_str("Fast path:   on (tc-BPF for established pod-to-pod TCP)\n"),
+            Some(false) => out.push_str(&format!("Fast path:   off: {}\n", self.fast_path_detail)),
+            None => {}
+        }
         out.push_str(&format!(
             "Dataplane:   {} ({} local endpoints, {} active policies)\n",
             if self.programmed {
@@ -173,14 +184,20 @@ mod tests {
     }
 
     #[test]
-    fn render_names_ipip_unavailability() {
+    fn render_names_ipip_unavailability_and_fast_path_state() {
         let s = NodeStatus {
             node: "n1".into(),
             ipip_supported: Some(false),
             ipip_detail: "this kernel has no IPIP support".into(),
+            fast_path: Some(false),
+            fast_path_detail: "turned off (--no-fast-path)".into(),
             ..NodeStatus::default()
         };
         let text = s.render();
+        assert!(
+            text.contains("Fast path:   off: turned off (--no-fast-path)"),
+            "{text}"
+        );
         assert!(
             text.contains("IPIP:        UNAVAILABLE: this kernel has no IPIP support"),
             "{text}"

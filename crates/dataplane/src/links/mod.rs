@@ -12,6 +12,10 @@
 //! ([`crate::vxlan`]). Sysctls changed behind our back are restored on the
 //! next resync (every [`crate::driver::DEFAULT_RESYNC_INTERVAL`]).
 //!
+//! Fast path: when given a [`FastPath`], the reconciler attaches it to
+//! every workload interface as it appears, and on each resync attaches it
+//! where it is missing and lets go of interfaces that are gone.
+//!
 //! The event channel is bounded: events are computed from state
 //! ([`InterfaceTable`]), so while the daemon is slow the reconciler waits,
 //! the kernel's notifications pile up in the socket until it overflows,
@@ -35,6 +39,7 @@ pub use table::{InterfaceEvent, InterfaceStatus, InterfaceTable};
 pub use wire::{LinkState, format_mac};
 pub(crate) use wire::{address_dump_request, link_dump_request, parse_address, parse_link};
 
+use crate::fastpath::FastPath;
 use crate::netlink::{Monitor, NetlinkError, RtSocket};
 use sysctls::{ProcSys, SysctlAccess, SysctlPolicy, SysctlReport};
 
@@ -61,6 +66,7 @@ impl Default for LinkConfig {
                 ipv4: true,
                 ipv6: true,
                 ip_forwarding: true,
+                conntrack_be_liberal: false,
             },
             rp_filter: None,
             resync_interval: crate::driver::DEFAULT_RESYNC_INTERVAL,
@@ -85,6 +91,7 @@ pub struct LinkReconciler<A: SysctlAccess = ProcSys> {
     table: InterfaceTable,
     rp_filter: u8,
     spoofing: HashSet<String>,
+    fast_path: Option<FastPath>,
 }
 
 impl LinkReconciler<ProcSys> {
@@ -116,7 +123,51 @@ impl<A: SysctlAccess> LinkReconciler<A> {
             table: InterfaceTable::new(),
             rp_filter,
             spoofing: HashSet::new(),
+            fast_path: None,
         })
+    }
+
+    /// Attaches `fast_path` to workload interfaces from now on. The
+    /// config's sysctls should then include `conntrack_be_liberal`.
+    pub fn with_fast_path(mut self, fast_path: FastPath) -> LinkReconciler<A> {
+        self.fast_path = Some(fast_path);
+        self
+    }
+
+    /// The fast path, when it has one.
+    pub fn fast_path(&self) -> Option<&FastPath> {
+        self.fast_path.as_ref()
+    }
+
+    /// Attaches the fast path to one workload interface (or forgets it,
+    /// when gone); a failure is logged and retried at the next resync.
+    fn follow_with_fast_path(&mut self, name: &str, index: u32, present: bool) {
+        let Some(fast_path) = self.fast_path.as_mut() else {
+            return;
+        };
+        if !present {
+            fast_path.detach(index);
+        } else if let Err(e) = fast_path.attach(index) {
+            tracing::warn!(iface = %name, index, error = %e, "cannot attach the fast path; retrying at the next resync");
+        }
+    }
+
+    /// Attaches the fast path wherever a workload interface lacks it and
+    /// lets go of interfaces that are gone.
+    pub fn resync_fast_path(&mut self) {
+        let workloads: Vec<(String, u32)> = self
+            .table
+            .links()
+            .filter(|l| self.is_workload_interface(&l.name))
+            .map(|l| (l.name.clone(), l.index))
+            .collect();
+        if let Some(fast_path) = self.fast_path.as_mut() {
+            let present: HashSet<u32> = workloads.iter().map(|(_, i)| *i).collect();
+            fast_path.retain(|i| present.contains(&i));
+        }
+        for (name, index) in workloads {
+            self.follow_with_fast_path(&name, index, true);
+        }
     }
 
     /// Whether `name` is a workload interface.
@@ -243,10 +294,11 @@ impl<A: SysctlAccess> LinkReconciler<A> {
         }
     }
 
-    /// Applies the sysctls of workload interfaces that just appeared and
-    /// forwards the events; `false` once the daemon stopped listening.
+    /// Applies the sysctls (and fast path) of workload interfaces that
+    /// just appeared and forwards the events; `false` once the daemon
+    /// stopped listening.
     async fn deliver(
-        &self,
+        &mut self,
         events: Vec<InterfaceEvent>,
         out: &mpsc::Sender<InterfaceEvent>,
     ) -> bool {
@@ -257,8 +309,12 @@ impl<A: SysctlAccess> LinkReconciler<A> {
                 status = ?event.status,
                 "interface changed"
             );
-            if event.status != InterfaceStatus::Absent && self.is_workload_interface(&event.name) {
-                self.apply_interface_sysctls(&event.name);
+            if self.is_workload_interface(&event.name) {
+                let present = event.status != InterfaceStatus::Absent;
+                if present {
+                    self.apply_interface_sysctls(&event.name);
+                }
+                self.follow_with_fast_path(&event.name, event.index, present);
             }
             if out.send(event).await.is_err() {
                 return false;
@@ -309,6 +365,7 @@ impl<A: SysctlAccess> LinkReconciler<A> {
                         Err(e) => tracing::warn!(error = %e, "interface scan failed; retrying at the next resync"),
                     }
                     self.resync_sysctls();
+                    self.resync_fast_path();
                 }
             }
         }

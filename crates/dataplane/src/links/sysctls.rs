@@ -1,5 +1,6 @@
 //! The sysctls tortie keeps (spec/dataplane.md §1.4): the global
-//! forwarding switches, and per workload interface `accept_ra=0`; IPv4
+//! forwarding switches (and conntrack's liberal TCP window with the fast
+//! path), and per workload interface `accept_ra=0`; IPv4
 //! `route_localnet=1`, `proxy_delay=0`, `proxy_arp=1`, `forwarding=1`,
 //! `rp_filter=<host default, or 0 when the endpoint may spoof>`; IPv6
 //! `proxy_ndp=1`, `forwarding=1`.
@@ -60,6 +61,11 @@ pub struct SysctlPolicy {
     pub ipv6: bool,
     /// `IPForwarding=Enabled`: set the global forwarding switches.
     pub ip_forwarding: bool,
+    /// `net.netfilter.nf_conntrack_tcp_be_liberal=1`: conntrack accepts
+    /// TCP segments outside the window it tracked, which it must once the
+    /// fast path carries the middle of streams past it
+    /// ([`crate::fastpath`]).
+    pub conntrack_be_liberal: bool,
 }
 
 /// `net.ipv4.ip_forward=1` and `net.ipv6.conf.all.forwarding=1`, as enabled.
@@ -71,6 +77,12 @@ pub fn global_sysctls(policy: SysctlPolicy) -> Vec<Sysctl> {
     if policy.ip_forwarding && policy.ipv6 {
         out.push(Sysctl::new(
             &["net", "ipv6", "conf", "all", "forwarding"],
+            "1",
+        ));
+    }
+    if policy.conntrack_be_liberal {
+        out.push(Sysctl::new(
+            &["net", "netfilter", "nf_conntrack_tcp_be_liberal"],
             "1",
         ));
     }
@@ -228,6 +240,7 @@ mod tests {
         ipv4: true,
         ipv6: true,
         ip_forwarding: true,
+        conntrack_be_liberal: false,
     };
 
     fn names(list: &[Sysctl]) -> Vec<String> {
@@ -265,6 +278,14 @@ mod tests {
         };
         assert!(global_sysctls(off).is_empty());
         assert_eq!(names(&global_sysctls(BOTH)).len(), 2);
+        let fast = SysctlPolicy {
+            conntrack_be_liberal: true,
+            ..BOTH
+        };
+        assert!(
+            names(&global_sysctls(fast))
+                .contains(&"net.netfilter.nf_conntrack_tcp_be_liberal=1".to_string())
+        );
     }
 
     #[test]

@@ -28,7 +28,9 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tortie_calc::Delta;
 use tortie_dataplane::driver::{self, Pass, Reconciler};
+use tortie_dataplane::fastpath::FastPath;
 use tortie_dataplane::ipip::{IpipConfig, IpipReconciler, TunnelDevice};
+use tortie_dataplane::links::sysctls::SysctlPolicy;
 use tortie_dataplane::links::{InterfaceStatus, LinkConfig, LinkReconciler, LinkUpdate};
 use tortie_dataplane::routes::{RouteConfig, RouteReconciler, RouteUpdate};
 use tortie_dataplane::vxlan::{VxlanConfig, VxlanReconciler, VxlanUpdate};
@@ -43,11 +45,14 @@ use crate::metrics::Metrics;
 const QUEUE: usize = 4096;
 
 /// What the reconcilers need to start.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct DataplaneConfig {
     pub host: HostFacts,
     pub resync_interval: Duration,
     pub interface_prefixes: Vec<String>,
+    /// The established-flow fast path, when this kernel runs it and it is
+    /// wanted: the links reconciler attaches it to workload interfaces.
+    pub fast_path: Option<FastPath>,
 }
 
 /// One reconciler's progress, shared between the daemon and its task.
@@ -262,12 +267,20 @@ impl Dataplane {
             None
         };
 
+        let defaults = LinkConfig::default();
         let mut links = LinkReconciler::open(LinkConfig {
             interface_prefixes: config.interface_prefixes.clone(),
             resync_interval: config.resync_interval,
-            ..LinkConfig::default()
+            sysctls: SysctlPolicy {
+                conntrack_be_liberal: config.fast_path.is_some(),
+                ..defaults.sysctls
+            },
+            ..defaults
         })
         .context("opening the links reconciler")?;
+        if let Some(fast_path) = config.fast_path {
+            links = links.with_fast_path(fast_path);
+        }
         for update in updates.links {
             links.update(update);
         }
