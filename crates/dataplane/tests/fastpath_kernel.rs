@@ -6,13 +6,18 @@
 //! daemon: it sets conntrack's liberal window and attaches the program to
 //! both workload interfaces. Then:
 //!
-//! - a 32 MiB stream each way over IPv4 and IPv6 arrives intact (so MACs,
-//!   TTL and the IPv4 checksum were rewritten right) and closes cleanly
-//!   (FIN through conntrack), while the host forwards only a handful of
-//!   packets itself: the stream took the fast path;
-//! - a new connection to port 5001 is still refused by policy;
+//! - a 32 MiB stream over IPv4 and over IPv6 arrives intact and closes
+//!   cleanly (FIN through conntrack), while the host forwards only a
+//!   handful of packets itself: the stream took the fast path. Every
+//!   packet reached the destination with its TTL or hop limit decremented
+//!   once (counted by an nftables input chain in the destination pod,
+//!   after the kernel checked the IPv4 header checksum);
+//! - a new connection to port 5001, where a server listens, is still
+//!   dropped by policy (it times out);
 //! - an established connection survives the fast path going away
-//!   mid-stream (the daemon exiting): the host's stack carries the rest.
+//!   mid-stream (the daemon exiting): the host's stack carries the rest;
+//! - an interface that gets a shaping qdisc (as the CNI bandwidth plugin
+//!   adds) leaves the fast path at once, so its flows stay shaped.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -186,12 +191,18 @@ fn forwarded(host: &TestNetns) -> Result<u64> {
     Ok(v4 + v6)
 }
 
-/// A server in `pod` that, per connection, reads to EOF and answers with
-/// the byte count and a checksum of what it read, then closes.
-fn digest_server(pod: &TestNetns, addr: IpAddr, port: u16) -> Result<JoinHandle<()>> {
+/// A server in `pod` that, for each of `connections` connections, reads
+/// to EOF and answers with the byte count and a checksum of what it read,
+/// then closes.
+fn digest_server(
+    pod: &TestNetns,
+    addr: IpAddr,
+    port: u16,
+    connections: usize,
+) -> Result<JoinHandle<()>> {
     let listener = pod.run(move || TcpListener::bind(SocketAddr::new(addr, port)))??;
     Ok(std::thread::spawn(move || {
-        for stream in listener.incoming() {
+        for stream in listener.incoming().take(connections) {
             let Ok(mut s) = stream else { return };
             std::thread::spawn(move || {
                 let _ = s.set_read_timeout(Some(IO_TIMEOUT));
@@ -281,9 +292,26 @@ fn established_streams_take_the_fast_path_and_policy_still_decides() -> Result<(
     let reconciler = start_reconciler(&t.host)?;
     ensure!(t.host.sysctl("net.netfilter.nf_conntrack_tcp_be_liberal")? == "1");
     let _servers = [
-        digest_server(&t.pods[1], v4(2), ALLOWED)?,
-        digest_server(&t.pods[1], v6(2), ALLOWED)?,
+        digest_server(&t.pods[1], v4(2), ALLOWED, 1)?,
+        digest_server(&t.pods[1], v6(2), ALLOWED, 1)?,
     ];
+    // Listening, so a connection policy let through would succeed.
+    let _listeners = [
+        t.pods[1].run(move || TcpListener::bind(SocketAddr::new(v4(2), DENIED)))??,
+        t.pods[1].run(move || TcpListener::bind(SocketAddr::new(v6(2), DENIED)))??,
+    ];
+    t.pods[1].nft_script(&format!(
+        "table inet hops {{
+           chain input {{
+             type filter hook input priority filter; policy accept;
+             tcp dport {ALLOWED} ip ttl 63 counter name once
+             tcp dport {ALLOWED} ip6 hoplimit 63 counter name once
+             tcp dport {ALLOWED} counter name total
+           }}
+           counter once {{ }}
+           counter total {{ }}
+         }}"
+    ))?;
 
     for to in [v4(2), v6(2)] {
         let before = forwarded(&t.host)?;
@@ -297,13 +325,56 @@ fn established_streams_take_the_fast_path_and_policy_still_decides() -> Result<(
         );
     }
 
+    let (once, all) = (counted(&t.pods[1], "once")?, counted(&t.pods[1], "total")?);
+    ensure!(
+        all > 1000 && once == all,
+        "{once} of {all} packets arrived with their TTL decremented once"
+    );
+
     for to in [v4(2), v6(2)] {
-        let denied = connect(&t.pods[0], to, DENIED)?;
-        ensure!(
-            denied.is_err(),
-            "a new connection to {to}:{DENIED} got through"
-        );
+        match connect(&t.pods[0], to, DENIED)? {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            other => bail!("a new connection to {to}:{DENIED}, denied by policy: {other:?}"),
+        }
     }
+    stop_reconciler(reconciler)
+}
+
+/// Packets counted by the named counter of table `inet hops` in `ns`.
+fn counted(ns: &TestNetns, counter: &str) -> Result<u64> {
+    let listing = ns.nft(&["list", "counter", "inet", "hops", counter])?;
+    let packets = listing
+        .split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .with_context(|| format!("no packet count in {listing}"))?;
+    Ok(packets.parse()?)
+}
+
+#[test]
+fn a_shaped_interface_leaves_the_fast_path() -> Result<()> {
+    let t = topology()?;
+    let reconciler = start_reconciler(&t.host)?;
+    let _server = digest_server(&t.pods[1], v4(2), ALLOWED, 2)?;
+    let before = forwarded(&t.host)?;
+    stream_through(&t.pods[0], v4(2))?;
+    ensure!(
+        forwarded(&t.host)? - before < 40,
+        "the first stream missed the fast path"
+    );
+
+    // What the bandwidth plugin does for a pod's ingress limit.
+    t.host.exec(&[
+        "tc", "qdisc", "add", "dev", "cali2", "root", "tbf", "rate", "10gbit", "burst", "4mb",
+        "latency", "50ms",
+    ])?;
+    let before = forwarded(&t.host)?;
+    stream_through(&t.pods[0], v4(2))?;
+    let by_host = forwarded(&t.host)? - before;
+    ensure!(
+        by_host > 100,
+        "the host forwarded only {by_host} packets to a shaped interface"
+    );
     stop_reconciler(reconciler)
 }
 
@@ -311,7 +382,7 @@ fn established_streams_take_the_fast_path_and_policy_still_decides() -> Result<(
 fn an_established_stream_survives_the_fast_path_going_away() -> Result<()> {
     let t = topology()?;
     let reconciler = start_reconciler(&t.host)?;
-    let _server = digest_server(&t.pods[1], v4(2), ALLOWED)?;
+    let _server = digest_server(&t.pods[1], v4(2), ALLOWED, 1)?;
 
     let mut stream = connect(&t.pods[0], v4(2), ALLOWED)??;
     let data = pattern(STREAM, 9);

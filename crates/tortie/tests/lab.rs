@@ -14,7 +14,7 @@
 //!   on one node keep working while each node's daemon is restarted, and
 //!   policy is still enforced afterwards. The one-node connection rides
 //!   the fast path (the node's stack forwards none of its packets) before
-//!   and after the restart, and the host's stack while no daemon runs.
+//!   the restarts and again after them.
 //! - Dual stack: a lab made with `--ipv6` registers each node's IPv6
 //!   address and IPv6 VXLAN tunnel address, gives pods both families and
 //!   the IPv6 VXLAN MTU, carries IPv6 between nodes over

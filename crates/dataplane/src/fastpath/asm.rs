@@ -45,6 +45,7 @@ pub enum Cond {
     Eq = 0x10,
     Gt = 0x20,
     Ne = 0x50,
+    Lt = 0xa0,
     Le = 0xb0,
 }
 
@@ -76,7 +77,7 @@ pub struct Label(usize);
 
 fn encode(code: u8, dst: Reg, src: Reg, off: i16, imm: i32) -> u64 {
     u64::from(code)
-        | u64::from((src << 4) | (dst & 0x0f)) << 8
+        | u64::from(((src & 0x0f) << 4) | (dst & 0x0f)) << 8
         | u64::from(off as u16) << 16
         | u64::from(imm as u32) << 32
 }

@@ -57,6 +57,14 @@ impl Type {
     }
 }
 
+/// A field's place in its struct, in bytes; `size` is 0 for kinds whose
+/// size is not recorded (pointers, arrays).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Field {
+    pub offset: u32,
+    pub size: u32,
+}
+
 /// Decoded BTF: the type index over the original bytes.
 pub struct Btf {
     types: Vec<u8>,
@@ -167,9 +175,9 @@ impl Btf {
             .ok_or_else(|| BtfError::Missing(format!("struct {name}")))
     }
 
-    /// The byte offset of `path` (`["proto", "tcp", "state"]`) inside
-    /// `struct name`, through nested structs and unions.
-    pub fn field_offset(&self, name: &str, path: &[&str]) -> Result<u32, BtfError> {
+    /// Where `path` (`["proto", "tcp", "state"]`) lies inside `struct
+    /// name`, through nested structs and unions.
+    pub fn field(&self, name: &str, path: &[&str]) -> Result<Field, BtfError> {
         let missing = || BtfError::Missing(format!("field {name}.{}", path.join(".")));
         let (_, mut current) = self.find(KIND_STRUCT, name).ok_or_else(missing)?;
         let mut bits = 0u32;
@@ -193,13 +201,22 @@ impl Btf {
                 }
             }
             let (type_id, offset) = next.ok_or_else(missing)?;
-            bits += offset;
+            bits = bits
+                .checked_add(offset)
+                .ok_or(BtfError::Malformed("field offset overflows"))?;
             current = self.resolve(type_id).ok_or_else(missing)?;
         }
         if !bits.is_multiple_of(8) {
             return Err(BtfError::Malformed("field is not byte-aligned"));
         }
-        Ok(bits / 8)
+        let size = match current.kind() {
+            KIND_INT | KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64 => current.size_or_type,
+            _ => 0,
+        };
+        Ok(Field {
+            offset: bits / 8,
+            size,
+        })
     }
 
     /// Follows typedefs and qualifiers to the underlying type (bounded).
@@ -274,12 +291,17 @@ mod tests {
         let btf = Btf::parse(&blob()).expect("parse");
         assert_eq!(btf.function_id("f"), Ok(5));
         assert_eq!(btf.struct_size("outer"), Ok(16));
-        assert_eq!(btf.field_offset("outer", &["x"]), Ok(0));
-        assert_eq!(btf.field_offset("outer", &["p", "in", "b"]), Ok(12));
-        assert!(matches!(
-            btf.field_offset("outer", &["p", "nope"]),
-            Err(BtfError::Missing(_))
-        ));
+        let at = |path: &[&str]| btf.field("outer", path);
+        assert_eq!(at(&["x"]), Ok(Field { offset: 0, size: 4 }));
+        assert_eq!(
+            at(&["p", "in", "b"]),
+            Ok(Field {
+                offset: 12,
+                size: 4
+            })
+        );
+        assert_eq!(at(&["p"]), Ok(Field { offset: 8, size: 8 }));
+        assert!(matches!(at(&["p", "nope"]), Err(BtfError::Missing(_))));
         assert!(matches!(btf.function_id("g"), Err(BtfError::Missing(_))));
     }
 
@@ -299,10 +321,11 @@ mod tests {
             return;
         };
         assert!(btf.function_id("bpf_skb_ct_lookup").is_ok());
-        let status = btf.field_offset("nf_conn", &["status"]).expect("status");
+        let status = btf.field("nf_conn", &["status"]).expect("status");
         let state = btf
-            .field_offset("nf_conn", &["proto", "tcp", "state"])
+            .field("nf_conn", &["proto", "tcp", "state"])
             .expect("state");
-        assert!(status > 0 && state > status, "{status} {state}");
+        assert_eq!((status.size, state.size), (8, 1));
+        assert!(state.offset > status.offset, "{status:?} {state:?}");
     }
 }

@@ -8,16 +8,19 @@
 //! sure of continues as if it were not there.
 //!
 //! [`FastPath::open`] finds out whether this kernel can run it (BTF,
-//! the conntrack kfuncs of Linux 6.1, tcx of 6.6) and says why not when
-//! it cannot; the daemon runs without it then. The links reconciler
-//! attaches it to workload interfaces as they appear ([`FastPath::attach`])
-//! and keeps the set right on every resync ([`FastPath::retain`]).
+//! conntrack built in with the kfuncs of Linux 6.1, tcx of 6.6) and says
+//! why not when it cannot; the daemon runs without it then. The links
+//! reconciler attaches it to workload interfaces as they appear
+//! ([`FastPath::attach`]), takes it off interfaces that get a shaping
+//! qdisc, and keeps the set right on every resync ([`FastPath::retain`],
+//! [`FastPath::forget_detached`]).
 //!
 //! Conntrack no longer sees the middle of such a stream, so its TCP window
 //! tracking would call the closing FIN out of window (invalid, dropped).
-//! With the fast path on, tortie sets `nf_conntrack_tcp_be_liberal=1` in
-//! the node's namespace, as kube-proxy and Cilium do for the same reason
-//! (see [`crate::links::sysctls::SysctlPolicy`]).
+//! [`FastPath::open`] sets `nf_conntrack_tcp_be_liberal=1` in the node's
+//! namespace, or fails; the links reconciler keeps it set (see
+//! [`crate::links::sysctls::SysctlPolicy`]). kube-proxy and Cilium offer
+//! the same setting for the same reason.
 //!
 //! Ownership: links are tied to the daemon's file descriptors. When the
 //! daemon exits, however it exits, the kernel detaches the program and
@@ -49,6 +52,13 @@ pub enum FastPathError {
     BigEndian,
     #[error("{0} (needs a kernel with BTF and conntrack kfuncs, Linux 6.1 or later)")]
     Kernel(#[from] btf::BtfError),
+    #[error(
+        "conntrack is a kernel module here (CONFIG_NF_CONNTRACK=m); its kfuncs are described by \
+         the module's own type information, which tortie does not read yet"
+    )]
+    ConntrackModule,
+    #[error("cannot set nf_conntrack_tcp_be_liberal, which the fast path needs: {0}")]
+    Liberal(crate::sysctl::SysctlError),
     #[error("cannot create the targets map: {0}")]
     Map(io::Error),
     #[error("the kernel refused the program: {0}")]
@@ -68,12 +78,21 @@ pub struct FastPath {
 impl FastPath {
     /// Loads the program for the running kernel, in the calling thread's
     /// network namespace, and proves it can be attached (on `lo`, then
-    /// detached at once).
+    /// detached at once). Sets `nf_conntrack_tcp_be_liberal=1` there
+    /// first: without it, no fast path.
     pub fn open() -> Result<FastPath, FastPathError> {
         if cfg!(target_endian = "big") {
             return Err(FastPathError::BigEndian);
         }
-        let layout = kernel_layout(&Btf::from_kernel()?)?;
+        let btf = Btf::from_kernel()?;
+        if btf.function_id("bpf_skb_ct_lookup").is_err()
+            && std::path::Path::new("/sys/kernel/btf/nf_conntrack").exists()
+        {
+            return Err(FastPathError::ConntrackModule);
+        }
+        let layout = kernel_layout(&btf)?;
+        crate::sysctl::write(&["net", "netfilter", "nf_conntrack_tcp_be_liberal"], "1")
+            .map_err(FastPathError::Liberal)?;
         let targets = sys::create_hash_map("tortie_targets", 4, 4, MAX_TARGETS)
             .map_err(FastPathError::Map)?;
         let insns = program::assemble(&layout, targets.as_raw_fd(), established_timeout_ms());
@@ -115,6 +134,21 @@ impl FastPath {
         }
     }
 
+    /// Forgets links the kernel has detached by itself (their interface
+    /// was deleted, perhaps to be recreated under the same index), so the
+    /// next [`FastPath::attach`] attaches again.
+    pub fn forget_detached(&mut self) {
+        let detached: Vec<u32> = self
+            .links
+            .iter()
+            .filter(|(ifindex, link)| sys::tcx_link_ifindex(link).ok() != Some(**ifindex))
+            .map(|(ifindex, _)| *ifindex)
+            .collect();
+        for ifindex in detached {
+            self.links.remove(&ifindex);
+        }
+    }
+
     /// Detaches from every interface `keep` rejects.
     pub fn retain(&mut self, keep: impl Fn(u32) -> bool) {
         let gone: Vec<u32> = self.links.keys().copied().filter(|i| !keep(*i)).collect();
@@ -135,17 +169,24 @@ impl FastPath {
 }
 
 fn kernel_layout(btf: &Btf) -> Result<KernelLayout, btf::BtfError> {
-    let offset = |path: &[&str]| -> Result<i16, btf::BtfError> {
-        let off = btf.field_offset("nf_conn", path)?;
-        i16::try_from(off).map_err(|_| btf::BtfError::Malformed("nf_conn field offset too large"))
+    // The program loads `status` as 8 bytes and the TCP state as 1.
+    let offset = |path: &[&str], size: u32| -> Result<i16, btf::BtfError> {
+        let field = btf.field("nf_conn", path)?;
+        if field.size != size {
+            return Err(btf::BtfError::Malformed(
+                "nf_conn field of an unexpected size",
+            ));
+        }
+        i16::try_from(field.offset)
+            .map_err(|_| btf::BtfError::Malformed("nf_conn field offset too large"))
     };
     Ok(KernelLayout {
         ct_lookup: btf.function_id("bpf_skb_ct_lookup")?,
         ct_release: btf.function_id("bpf_ct_release")?,
         ct_change_timeout: btf.function_id("bpf_ct_change_timeout")?,
         ct_opts_size: btf.struct_size("bpf_ct_opts")?,
-        status_offset: offset(&["status"])?,
-        tcp_state_offset: offset(&["proto", "tcp", "state"])?,
+        status_offset: offset(&["status"], 8)?,
+        tcp_state_offset: offset(&["proto", "tcp", "state"], 1)?,
     })
 }
 

@@ -4,18 +4,19 @@
 //! and second veth queue, when — and only when — the slow path would have
 //! forwarded it there unchanged:
 //!
-//! 1. IPv4 without options or fragments, or IPv6 with TCP as the next
-//!    header; TCP without SYN, FIN or RST (connection set-up and teardown
-//!    always take the slow path, so conntrack's state machine sees them);
-//!    TTL or hop limit above 1.
+//! 1. A frame addressed to the interface; IPv4 without options or
+//!    fragments, or IPv6 with TCP as the next header; TCP with ACK and
+//!    without SYN, FIN or RST (connection set-up and teardown always take
+//!    the slow path, so conntrack's state machine sees them), with a
+//!    well-formed header length; TTL or hop limit above 1.
 //! 2. The kernel's FIB sends it out of an interface in the `targets` map
 //!    (the node's workload interfaces) with a resolved neighbour.
 //! 3. Strict reverse-path check: the route back to the source leaves by
 //!    the interface the packet came in on (`rp_filter=1`).
 //! 4. Conntrack has the connection, it is ESTABLISHED, a reply has been
-//!    seen, and it is not NATed. Policy was decided when the connection
-//!    was set up; the slow path accepts such packets before any policy
-//!    rule too.
+//!    seen, and it is not NATed, under a helper, sequence-adjusted, or on
+//!    a fixed timeout. Policy was decided when the connection was set up;
+//!    the slow path accepts such packets before any policy rule too.
 //!
 //! Then the program refreshes the connection's timeout (as conntrack would
 //! for the packet), rewrites the MAC addresses from the FIB, decrements
@@ -43,6 +44,7 @@ pub struct KernelLayout {
     pub tcp_state_offset: i16,
 }
 
+const SKB_PKT_TYPE: i16 = 4;
 const SKB_INGRESS_IFINDEX: i16 = 36;
 const SKB_DATA: i16 = 76;
 const SKB_DATA_END: i16 = 80;
@@ -63,8 +65,23 @@ const MACS: i16 = -144;
 const CT_OPTS: i16 = -160;
 
 /// `IPS_SEEN_REPLY | IPS_SRC_NAT | IPS_DST_NAT`, and the wanted value.
-const STATUS_MASK: i32 = (1 << 1) | (1 << 4) | (1 << 5);
-const STATUS_SEEN_REPLY: i32 = 1 << 1;
+/// Conntrack status bits: the connection must have seen a reply and be
+/// none of expected (a helper's related flow), NATed, sequence-adjusted,
+/// on a fixed timeout, or under a helper (FTP and the like).
+const IPS_EXPECTED: i32 = 1 << 0;
+const IPS_SEEN_REPLY: i32 = 1 << 1;
+const IPS_SRC_NAT: i32 = 1 << 4;
+const IPS_DST_NAT: i32 = 1 << 5;
+const IPS_SEQ_ADJUST: i32 = 1 << 6;
+const IPS_FIXED_TIMEOUT: i32 = 1 << 10;
+const IPS_HELPER: i32 = 1 << 13;
+const STATUS_MASK: i32 = IPS_EXPECTED
+    | IPS_SEEN_REPLY
+    | IPS_SRC_NAT
+    | IPS_DST_NAT
+    | IPS_SEQ_ADJUST
+    | IPS_FIXED_TIMEOUT
+    | IPS_HELPER;
 const TCP_CONNTRACK_ESTABLISHED: i32 = 3;
 const TCX_NEXT: i32 = -1;
 const IPPROTO_TCP: i32 = 6;
@@ -82,8 +99,12 @@ pub fn assemble(kernel: &KernelLayout, targets_fd: i32, timeout_ms: u32) -> Vec<
     let reverse_v6 = a.label();
     let reverse_lookup = a.label();
 
-    // r6 = skb; r2 = data; r3 = data_end; room for Ethernet + IPv4 + TCP.
+    // r6 = skb; only frames addressed to this host's interface (the slow
+    // path would not route others); r2 = data; r3 = data_end; room for
+    // Ethernet + IPv4 + TCP.
     a.alu_reg(Alu::Mov, R6, R1);
+    a.load(Size::W, R4, R6, SKB_PKT_TYPE)
+        .jump_imm(Cond::Ne, R4, 0, pass); // PACKET_HOST
     packet_bounds(&mut a, 14 + 20 + 20, pass);
     a.load(Size::H, R4, R2, 12); // EtherType, network order read as LE
     a.jump_imm(Cond::Eq, R4, 0x0008, v4);
@@ -172,7 +193,7 @@ pub fn assemble(kernel: &KernelLayout, targets_fd: i32, timeout_ms: u32) -> Vec<
     a.alu_reg(Alu::Mov, R7, R0);
     a.load(Size::DW, R1, R7, kernel.status_offset)
         .alu_imm(Alu::And, R1, STATUS_MASK)
-        .jump_imm(Cond::Ne, R1, STATUS_SEEN_REPLY, release_and_pass);
+        .jump_imm(Cond::Ne, R1, IPS_SEEN_REPLY, release_and_pass);
     a.load(Size::B, R1, R7, kernel.tcp_state_offset).jump_imm(
         Cond::Ne,
         R1,
@@ -238,11 +259,15 @@ fn packet_bounds(a: &mut Asm, len: i32, fail: Label) {
         .jump_reg(Cond::Gt, R4, R3, fail);
 }
 
-/// To `fail` if the TCP header at `at` has SYN, FIN or RST.
+/// To `fail` unless the TCP header at `at` is at least 20 bytes long and
+/// has ACK without SYN, FIN or RST (conntrack calls a segment without ACK
+/// invalid; the slow path would drop it).
 fn tcp_flags_plain(a: &mut Asm, at: i16, fail: Label) {
+    a.load(Size::B, R4, R2, at + 12)
+        .jump_imm(Cond::Lt, R4, 0x50, fail); // data offset < 5 words
     a.load(Size::B, R4, R2, at + 13)
-        .alu_imm(Alu::And, R4, 0x07)
-        .jump_imm(Cond::Ne, R4, 0, fail);
+        .alu_imm(Alu::And, R4, 0x17) // ACK | RST | SYN | FIN
+        .jump_imm(Cond::Ne, R4, 0x10, fail);
 }
 
 /// A zeroed `struct bpf_fib_lookup` for `family` and TCP, from the

@@ -18,9 +18,12 @@ const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_CREATE: libc::c_long = 28;
 
 const BPF_MAP_TYPE_HASH: u32 = 1;
+/// Elements are allocated as they are added, not all up front.
+const BPF_F_NO_PREALLOC: u32 = 1;
 const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 /// `BPF_TCX_INGRESS` (Linux 6.6).
 const BPF_TCX_INGRESS: u32 = 46;
@@ -63,7 +66,8 @@ struct MapCreate {
     map_name: [u8; 16],
 }
 
-/// A hash map of `key_size`-byte keys and `value_size`-byte values.
+/// A hash map of `key_size`-byte keys and `value_size`-byte values,
+/// holding memory only for the elements it has.
 pub fn create_hash_map(
     name: &str,
     key_size: u32,
@@ -75,6 +79,7 @@ pub fn create_hash_map(
         key_size,
         value_size,
         max_entries,
+        map_flags: BPF_F_NO_PREALLOC,
         map_name: object_name(name),
         ..MapCreate::default()
     };
@@ -204,6 +209,38 @@ pub fn attach_tcx_ingress(prog: &OwnedFd, ifindex: u32) -> io::Result<OwnedFd> {
         ..LinkCreate::default()
     };
     bpf(BPF_LINK_CREATE, &mut attr).map(fd_of)
+}
+
+#[repr(C)]
+struct InfoByFd {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// The head of `struct bpf_link_info` up to the tcx member.
+#[repr(C)]
+#[derive(Default)]
+struct TcxLinkInfo {
+    link_type: u32,
+    id: u32,
+    prog_id: u32,
+    _pad: u32,
+    ifindex: u32,
+    attach_type: u32,
+}
+
+/// The interface a tcx link is attached to; 0 once the kernel detached
+/// it (the interface was deleted).
+pub fn tcx_link_ifindex(link: &OwnedFd) -> io::Result<u32> {
+    let mut info = TcxLinkInfo::default();
+    let mut attr = InfoByFd {
+        bpf_fd: link.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<TcxLinkInfo>() as u32,
+        info: &mut info as *mut TcxLinkInfo as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    Ok(info.ifindex)
 }
 
 fn object_name(name: &str) -> [u8; 16] {

@@ -14,7 +14,13 @@
 //!
 //! Fast path: when given a [`FastPath`], the reconciler attaches it to
 //! every workload interface as it appears, and on each resync attaches it
-//! where it is missing and lets go of interfaces that are gone.
+//! where it is missing and lets go of interfaces that are gone. An
+//! interface with a queueing discipline other than the veth default
+//! (`noqueue`) is left to the host's stack, as either end of a fast-path
+//! flow: the program's redirect would skip its shaping (the CNI bandwidth
+//! plugin's `tbf` root, or its `ingress` redirect to an ifb). Qdisc
+//! notifications (RTNLGRP_TC) take the program off such an interface at
+//! once; one without them any more gets it back at the next resync.
 //!
 //! The event channel is bounded: events are computed from state
 //! ([`InterfaceTable`]), so while the daemon is slow the reconciler waits,
@@ -32,6 +38,7 @@ use std::time::Duration;
 
 use rtnetlink::MulticastGroup;
 use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::packet_route::tc::{TcAttribute, TcMessage};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -92,6 +99,8 @@ pub struct LinkReconciler<A: SysctlAccess = ProcSys> {
     rp_filter: u8,
     spoofing: HashSet<String>,
     fast_path: Option<FastPath>,
+    /// Interfaces with a qdisc other than `noqueue` (as last read).
+    shaped: HashSet<u32>,
 }
 
 impl LinkReconciler<ProcSys> {
@@ -110,6 +119,7 @@ impl<A: SysctlAccess> LinkReconciler<A> {
             MulticastGroup::Link,
             MulticastGroup::Ipv4Ifaddr,
             MulticastGroup::Ipv6Ifaddr,
+            MulticastGroup::Tc,
         ])?;
         let socket = RtSocket::open()?;
         let rp_filter = config
@@ -124,6 +134,7 @@ impl<A: SysctlAccess> LinkReconciler<A> {
             rp_filter,
             spoofing: HashSet::new(),
             fast_path: None,
+            shaped: HashSet::new(),
         })
     }
 
@@ -145,8 +156,10 @@ impl<A: SysctlAccess> LinkReconciler<A> {
         let Some(fast_path) = self.fast_path.as_mut() else {
             return;
         };
-        if !present {
-            fast_path.detach(index);
+        if !present || self.shaped.contains(&index) {
+            if fast_path.is_attached(index) {
+                fast_path.detach(index);
+            }
         } else if let Err(e) = fast_path.attach(index) {
             tracing::warn!(iface = %name, index, error = %e, "cannot attach the fast path; retrying at the next resync");
         }
@@ -162,6 +175,7 @@ impl<A: SysctlAccess> LinkReconciler<A> {
             .map(|l| (l.name.clone(), l.index))
             .collect();
         if let Some(fast_path) = self.fast_path.as_mut() {
+            fast_path.forget_detached();
             let present: HashSet<u32> = workloads.iter().map(|(_, i)| *i).collect();
             fast_path.retain(|i| present.contains(&i));
         }
@@ -214,6 +228,22 @@ impl<A: SysctlAccess> LinkReconciler<A> {
             })
             .collect();
         self.table.replace_all(links, addrs);
+        if self.fast_path.is_some() {
+            let qdiscs = self
+                .socket
+                .dump(
+                    "dump qdiscs",
+                    RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()),
+                )
+                .await?;
+            self.shaped = qdiscs
+                .iter()
+                .filter_map(|m| match m {
+                    RouteNetlinkMessage::NewQueueDiscipline(q) => shaping_qdisc(q),
+                    _ => None,
+                })
+                .collect();
+        }
         Ok(self.table.events())
     }
 
@@ -235,6 +265,22 @@ impl<A: SysctlAccess> LinkReconciler<A> {
                 RouteNetlinkMessage::DelAddress(a) => {
                     if let Some((index, addr)) = parse_address(&a) {
                         self.table.address_removed(index, addr);
+                    }
+                }
+                // A shaping qdisc appeared: off the fast path at once. (One
+                // removed is noticed by the next scan, which sees them all.)
+                RouteNetlinkMessage::NewQueueDiscipline(q) => {
+                    if let Some(index) = shaping_qdisc(&q) {
+                        self.shaped.insert(index);
+                        if let Some(fast_path) = self.fast_path.as_mut()
+                            && fast_path.is_attached(index)
+                        {
+                            tracing::info!(
+                                index,
+                                "a qdisc shapes this interface; it leaves the fast path"
+                            );
+                            fast_path.detach(index);
+                        }
                     }
                 }
                 _ => {}
@@ -370,6 +416,18 @@ impl<A: SysctlAccess> LinkReconciler<A> {
             }
         }
     }
+}
+
+/// The interface of a qdisc that is not the veth default `noqueue`.
+fn shaping_qdisc(qdisc: &TcMessage) -> Option<u32> {
+    let noqueue = qdisc
+        .attributes
+        .iter()
+        .any(|a| matches!(a, TcAttribute::Kind(kind) if kind == "noqueue"));
+    (!noqueue)
+        .then(|| u32::try_from(qdisc.header.index).ok())
+        .flatten()
+        .filter(|index| *index > 0)
 }
 
 fn log_report(report: &SysctlReport, resync: bool) {
