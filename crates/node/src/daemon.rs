@@ -32,7 +32,7 @@ use crate::http::{self, Shared};
 use crate::metrics::Metrics;
 use crate::pipeline::translate::HostFacts;
 use crate::pipeline::{Dataplane, DataplaneConfig};
-use crate::registration::{self, NodeAddresses, Tunnel};
+use crate::registration::{self, NodeAddresses, TunnelAddresses};
 use crate::status::NodeStatus;
 use crate::{DEFAULT_HEALTH_PORT, detect};
 
@@ -43,6 +43,9 @@ const SYNC_PREFIXES: [&str; 3] = [
     "/calico/ipam/v2/assignment/",
     "/calico/ipam/v2/host/",
 ];
+
+/// Where IP pools live in the datastore.
+const POOL_PREFIX: &str = "/calico/resources/v3/projectcalico.org/ippools/";
 
 /// Pause between attempts to reach the datastore at start-up.
 const CONNECT_RETRY: Duration = Duration::from_secs(1);
@@ -187,19 +190,13 @@ pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::Exi
         v6: args.ip6,
     };
     registration::register(&client, &name, &ips).await?;
-    let tunnel = |t| registration::ensure_tunnel_address(&client, &name, t);
-    let vxlan_tunnel = tunnel(Tunnel::Vxlan).await?;
-    let vxlan_v6_tunnel = tunnel(Tunnel::VxlanV6).await?;
-    let ipip_tunnel = tunnel(Tunnel::Ipip).await?;
-    let text = |t: Option<IpNet>| t.map(|t| t.addr().to_string());
+    let tunnels = registration::ensure_tunnel_addresses(&client, &name).await?;
     status_tx.send_modify(|s| {
         s.node_ip = ip.to_string();
         s.node_ip6 = args.ip6.map(|ip6| ip6.to_string());
-        s.vxlan_tunnel_address = text(vxlan_tunnel);
-        s.vxlan_v6_tunnel_address = text(vxlan_v6_tunnel);
-        s.ipip_tunnel_address = text(ipip_tunnel);
     });
-    tracing::info!(node = %name, %ip, ip6 = ?args.ip6, vxlan_tunnel = ?vxlan_tunnel, vxlan_v6_tunnel = ?vxlan_v6_tunnel, ipip_tunnel = ?ipip_tunnel, "node registered");
+    publish_tunnels(&status_tx, &tunnels);
+    tracing::info!(node = %name, %ip, ip6 = ?args.ip6, tunnels = ?tunnels, "node registered");
 
     let ipip = probe_ipip().await;
     status_tx.send_modify(|s| match &ipip {
@@ -245,11 +242,23 @@ pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::Exi
                 // Everything already queued goes into one calculation pass.
                 let mut next = Some(event);
                 let mut taken = 0;
+                let mut pools_changed = false;
                 while let Some(event) = next.take() {
+                    pools_changed |= is_pool_update(&event);
                     handle_event(event, &mut calc, &metrics, &status_tx);
                     taken += 1;
                     if taken < MAX_EVENTS_PER_PASS {
                         next = syncer.next().now_or_never().flatten();
+                    }
+                }
+                // A pool created, changed or deleted after start may give a
+                // tunnel an address or take it away, as Calico's allocator
+                // does. Recording it updates this node's Node resource,
+                // which comes back through the syncer to the dataplane.
+                if pools_changed && status_tx.borrow().in_sync {
+                    match registration::ensure_tunnel_addresses(&client, &name).await {
+                        Ok(tunnels) => publish_tunnels(&status_tx, &tunnels),
+                        Err(e) => report(&status_tx, format!("tunnel addresses: {e:#}")),
                     }
                 }
                 let Some(delta) = calc.take_delta() else { continue };
@@ -306,6 +315,24 @@ async fn notified(notify: Option<Arc<Notify>>) {
 }
 
 /// Feeds one syncer event to the calculation.
+/// Whether `event` creates, changes or deletes an IP pool.
+fn is_pool_update(event: &SyncEvent) -> bool {
+    match event {
+        SyncEvent::Update { key, .. } => key.starts_with(POOL_PREFIX),
+        SyncEvent::InSync => false,
+    }
+}
+
+/// The tunnel addresses in the status.
+fn publish_tunnels(status: &watch::Sender<NodeStatus>, tunnels: &TunnelAddresses) {
+    let text = |t: Option<IpNet>| t.map(|t| t.addr().to_string());
+    status.send_modify(|s| {
+        s.vxlan_tunnel_address = text(tunnels.vxlan);
+        s.vxlan_v6_tunnel_address = text(tunnels.vxlan_v6);
+        s.ipip_tunnel_address = text(tunnels.ipip);
+    });
+}
+
 fn handle_event(
     event: SyncEvent,
     calc: &mut Calculator,

@@ -2,9 +2,10 @@
 //! addresses (IPv4, and IPv6 when given), updated (never replaced)
 //! afterwards, so fields other components own — labels, BGP AS,
 //! route-reflector settings — survive a restart. The tunnel addresses are
-//! allocated from IPAM while an enabled pool of their family uses that
-//! encapsulation, and recorded on the Node; one no pool needs any more is
-//! released and cleared:
+//! allocated from IPAM out of the enabled pools of their family that use
+//! that encapsulation and select the node, and recorded on the Node; one
+//! no such pool covers any more is released and cleared. The daemon runs
+//! this at start and whenever a pool changes:
 //!
 //! | tunnel | IPAM handle | Node field |
 //! | --- | --- | --- |
@@ -162,14 +163,39 @@ impl std::fmt::Display for Tunnel {
     }
 }
 
-/// Ensures the node's `tunnel` address and records it on the Node.
-/// Returns it, or `None` when no enabled pool of the tunnel's family uses
-/// it or the node cannot (a held address is then released and cleared).
-pub async fn ensure_tunnel_address(
-    client: &Client,
-    name: &str,
-    tunnel: Tunnel,
-) -> Result<Option<IpNet>> {
+/// The node's tunnel addresses, as [`ensure_tunnel_addresses`] left them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TunnelAddresses {
+    pub vxlan: Option<IpNet>,
+    pub vxlan_v6: Option<IpNet>,
+    pub ipip: Option<IpNet>,
+}
+
+impl TunnelAddresses {
+    pub fn get(&self, tunnel: Tunnel) -> Option<IpNet> {
+        match tunnel {
+            Tunnel::Vxlan => self.vxlan,
+            Tunnel::VxlanV6 => self.vxlan_v6,
+            Tunnel::Ipip => self.ipip,
+        }
+    }
+
+    fn set(&mut self, tunnel: Tunnel, address: Option<IpNet>) {
+        match tunnel {
+            Tunnel::Vxlan => self.vxlan = address,
+            Tunnel::VxlanV6 => self.vxlan_v6 = address,
+            Tunnel::Ipip => self.ipip = address,
+        }
+    }
+}
+
+/// Ensures each tunnel's address and records them on the Node, in one
+/// pass: one pool list, one Node read, one Node update. A tunnel gets an
+/// address from the enabled pools of its family that use it and select
+/// the node (as Calico allocates them); a tunnel no such pool uses, or
+/// the node cannot be an endpoint of, has its address released and
+/// cleared.
+pub async fn ensure_tunnel_addresses(client: &Client, name: &str) -> Result<TunnelAddresses> {
     let pools = client
         .list(Kind::IPPool, None)
         .await
@@ -178,36 +204,45 @@ pub async fn ensure_tunnel_address(
         .get(Kind::Node, "", name)
         .await
         .context("reading the Node resource")?;
-    let in_use = node
-        .spec::<NodeSpec>()
-        .is_some_and(|s| tunnel.possible_on(s))
-        && pools
+    let ipam = Ipam::new(client.clone());
+    let mut addresses = TunnelAddresses::default();
+    for tunnel in [Tunnel::Vxlan, Tunnel::VxlanV6, Tunnel::Ipip] {
+        let using: Vec<String> = pools
             .items
             .iter()
-            .filter_map(|r| r.spec::<IPPoolSpec>())
-            .any(|p| tunnel.used_by(p));
-    let ipam = Ipam::new(client.clone());
-    let address = if in_use {
-        ipam.ensure_tunnel_address(name, tunnel.kind(), tunnel.version(), &[])
-            .await
-            .with_context(|| format!("allocating the {tunnel} tunnel address"))?
-    } else {
-        ipam.release_tunnel_address(name, tunnel.kind(), tunnel.version())
-            .await
-            .with_context(|| format!("releasing the {tunnel} tunnel address"))?;
-        None
-    };
-    let text = address.map(|a| a.addr().to_string()).unwrap_or_default();
+            .filter(|r| r.spec::<IPPoolSpec>().is_some_and(|p| tunnel.used_by(p)))
+            .map(|r| r.metadata.name.clone())
+            .collect();
+        let possible = node
+            .spec::<NodeSpec>()
+            .is_some_and(|s| tunnel.possible_on(s));
+        let address = if possible && !using.is_empty() {
+            ipam.ensure_tunnel_address(name, tunnel.kind(), tunnel.version(), &using)
+                .await
+                .with_context(|| format!("allocating the {tunnel} tunnel address"))?
+        } else {
+            None
+        };
+        if address.is_none() {
+            ipam.release_tunnel_address(name, tunnel.kind(), tunnel.version())
+                .await
+                .with_context(|| format!("releasing the {tunnel} tunnel address"))?;
+        }
+        addresses.set(tunnel, address);
+    }
+    let text = |a: Option<IpNet>| a.map(|a| a.addr().to_string()).unwrap_or_default();
     client
         .modify(Kind::Node, "", name, |mut r| {
             if let Some(spec) = r.spec_mut::<NodeSpec>() {
-                tunnel.record(spec, text.clone());
+                for tunnel in [Tunnel::Vxlan, Tunnel::VxlanV6, Tunnel::Ipip] {
+                    tunnel.record(spec, text(addresses.get(tunnel)));
+                }
             }
             Ok(r)
         })
         .await
-        .with_context(|| format!("recording the {tunnel} tunnel address"))?;
-    Ok(address)
+        .context("recording the tunnel addresses")?;
+    Ok(addresses)
 }
 
 #[cfg(test)]
@@ -253,6 +288,12 @@ mod tests {
         }
     }
 
+    async fn tunnels(client: &Client) -> TunnelAddresses {
+        ensure_tunnel_addresses(client, "n1")
+            .await
+            .expect("tunnel addresses")
+    }
+
     async fn node_spec(client: &Client) -> NodeSpec {
         let node = client.get(Kind::Node, "", "n1").await.expect("node");
         node.spec::<NodeSpec>().expect("node spec").clone()
@@ -267,9 +308,9 @@ mod tests {
             .expect("register");
         client.create(pool("Never", "Always")).await.expect("pool");
 
-        let ipip = ensure_tunnel_address(&client, "n1", Tunnel::Ipip)
+        let ipip = tunnels(&client)
             .await
-            .expect("ipip")
+            .get(Tunnel::Ipip)
             .expect("an IPIP pool exists");
         assert!(
             "10.244.0.0/16"
@@ -277,9 +318,7 @@ mod tests {
                 .expect("net")
                 .contains(&ipip.addr())
         );
-        let vxlan = ensure_tunnel_address(&client, "n1", Tunnel::Vxlan)
-            .await
-            .expect("vxlan");
+        let vxlan = tunnels(&client).await.get(Tunnel::Vxlan);
         assert_eq!(vxlan, None, "no pool uses VXLAN");
         let spec = node_spec(&client).await;
         let bgp = spec.bgp.as_ref().expect("bgp");
@@ -287,9 +326,7 @@ mod tests {
         assert_eq!(bgp.ipv4_address, "172.30.0.11/24", "registration kept");
         assert!(spec.ipv4_vxlan_tunnel_addr.is_empty());
         // A restart keeps the same address.
-        let again = ensure_tunnel_address(&client, "n1", Tunnel::Ipip)
-            .await
-            .expect("ipip");
+        let again = tunnels(&client).await.get(Tunnel::Ipip);
         assert_eq!(again, Some(ipip));
 
         // The pool moves to VXLAN: IPIP's address is dropped from the Node.
@@ -303,13 +340,11 @@ mod tests {
             })
             .await
             .expect("modify pool");
-        let ipip = ensure_tunnel_address(&client, "n1", Tunnel::Ipip)
-            .await
-            .expect("ipip");
+        let ipip = tunnels(&client).await.get(Tunnel::Ipip);
         assert_eq!(ipip, None);
-        let vxlan = ensure_tunnel_address(&client, "n1", Tunnel::Vxlan)
+        let vxlan = tunnels(&client)
             .await
-            .expect("vxlan")
+            .get(Tunnel::Vxlan)
             .expect("a VXLAN pool exists");
         let spec = node_spec(&client).await;
         assert!(spec.bgp.expect("bgp").ipv4_ipip_tunnel_addr.is_empty());
@@ -340,13 +375,11 @@ mod tests {
             ))
             .await
             .expect("pool");
-        let v4 = ensure_tunnel_address(&client, "n1", Tunnel::Vxlan)
-            .await
-            .expect("vxlan");
+        let v4 = tunnels(&client).await.get(Tunnel::Vxlan);
         assert_eq!(v4, None, "no IPv4 pool uses VXLAN");
-        let v6 = ensure_tunnel_address(&client, "n1", Tunnel::VxlanV6)
+        let v6 = tunnels(&client)
             .await
-            .expect("vxlan v6")
+            .get(Tunnel::VxlanV6)
             .expect("an IPv6 VXLAN pool exists");
         assert!(
             "fd00:10:244::/48"
@@ -362,9 +395,7 @@ mod tests {
         register(&client, "n1", &v4_only("172.30.0.11/24"))
             .await
             .expect("register");
-        let gone = ensure_tunnel_address(&client, "n1", Tunnel::VxlanV6)
-            .await
-            .expect("vxlan v6");
+        let gone = tunnels(&client).await.get(Tunnel::VxlanV6);
         assert_eq!(gone, None);
         let spec = node_spec(&client).await;
         assert!(spec.bgp.expect("bgp").ipv6_address.is_empty());
@@ -377,5 +408,44 @@ mod tests {
             Err(tortie_ipam::IpamError::HandleNotFound { .. }) => {}
             Err(e) => panic!("reading the handle: {e}"),
         }
+    }
+
+    #[tokio::test]
+    async fn each_tunnel_takes_its_address_from_a_pool_using_it_that_selects_the_node() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let client = client(dir.path()).await;
+        register(&client, "n1", &v4_only("172.30.0.11/24"))
+            .await
+            .expect("register");
+        for (name, cidr, fields) in [
+            ("ipip", "10.10.0.0/16", "ipipMode: Always, vxlanMode: Never"),
+            (
+                "vxlan-elsewhere",
+                "10.20.0.0/16",
+                "vxlanMode: Always, nodeSelector: zone == 'b'",
+            ),
+            ("vxlan", "10.30.0.0/16", "vxlanMode: Always"),
+        ] {
+            client
+                .create(pool_named(name, cidr, fields))
+                .await
+                .expect("pool");
+        }
+        let got = tunnels(&client).await;
+        let inside = |cidr: &str, ip: Option<IpNet>| {
+            let ip = ip.expect("an address");
+            cidr.parse::<IpNet>().expect("net").contains(&ip.addr())
+        };
+        assert!(inside("10.10.0.0/16", got.ipip), "{got:?}");
+        assert!(inside("10.30.0.0/16", got.vxlan), "{got:?}");
+        let spec = node_spec(&client).await;
+        assert_eq!(
+            spec.ipv4_vxlan_tunnel_addr,
+            got.vxlan.expect("vxlan").addr().to_string()
+        );
+        assert_eq!(
+            spec.bgp.expect("bgp").ipv4_ipip_tunnel_addr,
+            got.ipip.expect("ipip").addr().to_string()
+        );
     }
 }

@@ -10,6 +10,8 @@
 //!   ordered pair's real verdict must agree with `tortie policy explain`.
 //! - Drift: a flushed nftables table and a deleted route come back within
 //!   about a second.
+//! - A pool that stops using VXLAN takes the running daemon's tunnel
+//!   address away, and gives it back when it uses VXLAN again.
 //! - Restart: established TCP connections between pods on two nodes and
 //!   on one node keep working while each node's daemon is restarted, and
 //!   policy is still enforced afterwards. The one-node connection rides
@@ -307,6 +309,26 @@ spec:
         Ok(status.contains("Fast path:   on"))
     })?;
     fast_path_carries(&lab, &mut local, 5)?;
+
+    // The pool stops using VXLAN: the running daemon releases node-1's
+    // tunnel address; when the pool uses VXLAN again it gets one back.
+    for (mode, has_address) in [("Never", false), ("Always", true)] {
+        lab.ctl(&[
+            "patch",
+            "ippool",
+            "lab-pool",
+            "-p",
+            &format!("{{\"spec\": {{\"vxlanMode\": \"{mode}\"}}}}"),
+        ])?;
+        lab.wait_for(Duration::from_secs(5), || {
+            let status = lab.in_node(
+                "node-1",
+                &[env!("CARGO_BIN_EXE_tortie"), "node", "status", "-o", "json"],
+            )?;
+            let status: serde_json::Value = serde_json::from_str(&status)?;
+            Ok(status["vxlan_tunnel_address"].is_string() == has_address)
+        })?;
+    }
     Ok(())
 }
 

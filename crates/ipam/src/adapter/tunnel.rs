@@ -14,10 +14,11 @@ use crate::tunnel::TunnelKind;
 
 impl Ipam {
     /// The node's tunnel address of `kind` and `version`: the one it already
-    /// holds if that is still inside an enabled Tunnel pool selecting the
-    /// node (or one of `pools`, when given), else a new one. Addresses it
-    /// held outside such pools are released. `Ok(None)` when no address
-    /// could be assigned (the reason is logged).
+    /// holds if that is still inside an enabled, automatically assigned
+    /// Tunnel pool selecting the node (and one of `pools`, when given),
+    /// else a new one from such a pool. Addresses it held outside them are
+    /// released. `Ok(None)` when no address could be assigned (the reason
+    /// is logged).
     pub async fn ensure_tunnel_address(
         &self,
         node: &str,
@@ -33,24 +34,17 @@ impl Ipam {
         };
         let all_pools = self.pools().await?;
         let labels = self.node_labels(node).await?;
-        let usable: Vec<IpNet> = if pools.is_empty() {
-            pools_selecting_node(&all_pools, version, &labels)
-                .into_iter()
-                .filter(|p| p.allows(AllowedUse::Tunnel))
-                .map(|p| p.cidr)
-                .collect()
-        } else {
-            all_pools
-                .iter()
-                .filter(|p| p.enabled && p.allows(AllowedUse::Tunnel))
-                .filter(|p| {
-                    pools.iter().any(|wanted| {
+        let usable: Vec<IpNet> = pools_selecting_node(&all_pools, version, &labels)
+            .into_iter()
+            .filter(|p| p.allows(AllowedUse::Tunnel) && !p.manual)
+            .filter(|p| {
+                pools.is_empty()
+                    || pools.iter().any(|wanted| {
                         wanted == &p.name || wanted.parse::<IpNet>().ok() == Some(p.cidr)
                     })
-                })
-                .map(|p| p.cidr)
-                .collect()
-        };
+            })
+            .map(|p| p.cidr)
+            .collect();
         let (keep, stale): (Vec<IpNet>, Vec<IpNet>) = held
             .into_iter()
             .filter(|ip| IpVersion::of_net(ip) == version)
@@ -72,13 +66,22 @@ impl Ipam {
         if let Some(ip) = keep.first() {
             return Ok(Some(*ip));
         }
+        if usable.is_empty() {
+            tracing::warn!(
+                node,
+                handle,
+                "no enabled pool for this tunnel selects the node"
+            );
+            return Ok(None);
+        }
+        let usable: Vec<String> = usable.iter().map(IpNet::to_string).collect();
         let (num_v4, num_v6) = match version {
             IpVersion::V4 => (1, 0),
             IpVersion::V6 => (0, 1),
         };
         let (ipv4_pools, ipv6_pools) = match version {
-            IpVersion::V4 => (pools.to_vec(), Vec::new()),
-            IpVersion::V6 => (Vec::new(), pools.to_vec()),
+            IpVersion::V4 => (usable, Vec::new()),
+            IpVersion::V6 => (Vec::new(), usable),
         };
         let result = self
             .auto_assign(AutoAssignRequest {
