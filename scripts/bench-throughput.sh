@@ -9,6 +9,11 @@
 # tortie's table), and with no nftables table at all. Builds a 2-node lab
 # named `bt`, removes it at the end, also on failure. Needs root.
 #
+# The lab's data-centre network has MTU 1550, as VXLAN underlays are
+# set up, so pods get 1500 bytes like the bare pair and the ratios measure
+# the dataplane alone. A second bare pair at MTU 1450 (what pods get over
+# a 1500-byte underlay) shows what the 50 bytes alone cost.
+#
 # Single runs on a 2-core VM vary by +-15%, so every figure is the median
 # of ROUNDS rounds, each round measuring the bare veth pair and then the
 # pod paths back to back; a ratio is taken within its round.
@@ -24,12 +29,13 @@ tortie=$(pwd)/target/release/tortie
 lab=bt
 a="tbench-$$-a"
 b="tbench-$$-b"
+c="tbench-$$-c"
+d="tbench-$$-d"
 pids=()
 
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  ip netns del "$a" 2>/dev/null || true
-  ip netns del "$b" 2>/dev/null || true
+  for ns in "$a" "$b" "$c" "$d"; do ip netns del "$ns" 2>/dev/null || true; done
   "$tortie" lab down "$lab" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -45,29 +51,37 @@ measure() {
     | awk '/receiver/ {print $(NF-2)}'
 }
 
-echo "==> baseline: a bare veth pair between two namespaces"
-ip netns add "$a"
-ip netns add "$b"
-ip -n "$a" link add veth0 type veth peer name veth0 netns "$b"
-ip -n "$a" addr add 10.99.0.1/30 dev veth0
-ip -n "$b" addr add 10.99.0.2/30 dev veth0
-ip -n "$a" link set veth0 up
-ip -n "$b" link set veth0 up
-ip -n "$a" link set lo up
-ip -n "$b" link set lo up
+# A bare veth pair between namespaces $1 and $2 with MTU $3.
+veth_pair() {
+  ip netns add "$1"
+  ip netns add "$2"
+  ip -n "$1" link add veth0 mtu "$3" type veth peer name veth0 mtu "$3" netns "$2"
+  ip -n "$1" addr add 10.99.0.1/30 dev veth0
+  ip -n "$2" addr add 10.99.0.2/30 dev veth0
+  for ns in "$1" "$2"; do
+    ip -n "$ns" link set veth0 up
+    ip -n "$ns" link set lo up
+  done
+}
+echo "==> baselines: bare veth pairs between two namespaces, MTU 1500 and 1450"
+veth_pair "$a" "$b" 1500
+veth_pair "$c" "$d" 1450
 bare() { measure "ip netns exec $b" "ip netns exec $a" 10.99.0.2; }
+bare_1450() { measure "ip netns exec $d" "ip netns exec $c" 10.99.0.2; }
 
 
 # $1 = label; runs ROUNDS rounds of (bare, one node, across VXLAN) and
 # sets <label>_{bare,local,remote} to the medians of the Mbit/s and
 # <label>_{local,remote}_ratio to the medians of the in-round ratios.
 rounds_of() {
-  local label=$1 vb vl vr bs=() ls=() rs=() lr=() rr=()
+  local label=$1 vb vm vl vr bs=() ls=() rs=() lr=() rr=() mr=()
   for i in $(seq 1 "$rounds"); do
     vb=$(bare)
+    vm=$(bare_1450)
     vl=$(measure "$server" "$tortie lab exec $lab perf/local --" "$server_ip")
     vr=$(measure "$server" "$tortie lab exec $lab perf/remote --" "$server_ip")
-    echo "    round $i/$rounds: bare $vb, one node $vl, across VXLAN $vr Mbit/s" >&2
+    echo "    round $i/$rounds: bare $vb (MTU 1450: $vm), one node $vl, across VXLAN $vr Mbit/s" >&2
+    mr+=("$(awk -v x="$vm" -v b="$vb" 'BEGIN { printf "%.3f", x / b }')")
     bs+=("$vb"); ls+=("$vl"); rs+=("$vr")
     lr+=("$(awk -v x="$vl" -v b="$vb" 'BEGIN { printf "%.3f", x / b }')")
     rr+=("$(awk -v x="$vr" -v b="$vb" 'BEGIN { printf "%.3f", x / b }')")
@@ -77,6 +91,7 @@ rounds_of() {
   printf -v "${label}_remote" '%s' "$(median "${rs[@]}")"
   printf -v "${label}_local_ratio" '%s' "$(median "${lr[@]}")"
   printf -v "${label}_remote_ratio" '%s' "$(median "${rr[@]}")"
+  printf -v "${label}_mtu_ratio" '%s' "$(median "${mr[@]}")"
 }
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
@@ -84,7 +99,7 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int(
 # `lab up` flags. Sets server_ip and server.
 lab_up() {
   "$tortie" lab down "$lab" >/dev/null 2>&1 || true
-  "$tortie" lab up "$lab" --nodes 2 "$@" >/dev/null
+  "$tortie" lab up "$lab" --nodes 2 --mtu 1550 "$@" >/dev/null
   "$tortie" lab pod add "$lab" node-1 perf/server --labels app=iperf,role=server >/dev/null
   "$tortie" lab pod add "$lab" node-1 perf/local --labels app=iperf,role=client >/dev/null
   "$tortie" lab pod add "$lab" node-2 perf/remote --labels app=iperf,role=client >/dev/null
@@ -163,6 +178,7 @@ rounds_of without
 echo
 printf '%-46s %10s %8s\n' "path (${seconds} s iperf3, 1 stream; medians of $rounds)" "Mbit/s" "ratio"
 printf '%-46s %10s %8s\n' "bare veth pair (baseline)" "$with_bare" "1.00"
+printf '%-46s %10s %8s\n' "bare veth pair, MTU 1450" "" "$with_mtu_ratio"
 printf '%-46s %10s %8s\n' "pod to pod, one node, 1,000 policies" "$with_local" "$with_local_ratio"
 printf '%-46s %10s %8s\n' "pod to pod, across VXLAN, 1,000 policies" "$with_remote" "$with_remote_ratio"
 printf '%-46s %10s %8s\n' "one node, 1,000 policies, no fast path" "$stack_local" "$stack_local_ratio"

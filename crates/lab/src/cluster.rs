@@ -64,6 +64,10 @@ pub struct UpArgs {
     /// every packet takes the nodes' stacks (for comparison)
     #[arg(long)]
     pub no_fast_path: bool,
+    /// MTU of the data-centre network (1280-9000). Pods get it less the
+    /// VXLAN overhead: 1550 gives them a full 1500
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(1280..=9000))]
+    pub mtu: u32,
 }
 
 /// The IPv6 half of a dual-stack lab, parsed.
@@ -360,7 +364,7 @@ pub fn up(args: &UpArgs) -> Result<ExitCode> {
         if let Some(v6) = &v6 {
             gateways.push(format!("{}/{}", v6.gateway(), v6.subnet.prefix_len()));
         }
-        net::create_dc(&dc, &gateways)?;
+        net::create_dc(&dc, &gateways, args.mtu)?;
         lab.save()?;
         if let Some(etcd) = lab.etcd.as_mut() {
             eprintln!("Starting etcd at {} in namespace {dc}", etcd.client_url);
@@ -402,7 +406,7 @@ pub fn up(args: &UpArgs) -> Result<ExitCode> {
                 ips.join(", "),
                 node.netns
             );
-            net::create_node(&dc, &node.netns, &format!("n{i}"), &addresses)?;
+            net::create_node(&dc, &node.netns, &format!("n{i}"), &addresses, args.mtu)?;
             lab.nodes.push(node);
             lab.save()?;
         }

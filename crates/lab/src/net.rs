@@ -101,10 +101,15 @@ fn add_address(netns: &str, dev: &str, cidr: &str) -> Result<()> {
 }
 
 /// The data-centre namespace with its bridge at each of `gateway_cidrs`
-/// (one per family).
-pub fn create_dc(netns: &str, gateway_cidrs: &[String]) -> Result<()> {
+/// (one per family), with MTU `mtu`.
+pub fn create_dc(netns: &str, gateway_cidrs: &[String], mtu: u32) -> Result<()> {
     add_netns(netns)?;
-    in_netns(netns, "ip", &["link", "add", "br0", "type", "bridge"])?;
+    let mtu = mtu.to_string();
+    in_netns(
+        netns,
+        "ip",
+        &["link", "add", "br0", "mtu", &mtu, "type", "bridge"],
+    )?;
     for cidr in gateway_cidrs {
         add_address(netns, "br0", cidr)?;
     }
@@ -112,14 +117,22 @@ pub fn create_dc(netns: &str, gateway_cidrs: &[String]) -> Result<()> {
 }
 
 /// A node namespace whose `eth0` sits on the data-centre bridge with
-/// `addresses` (one per family).
-pub fn create_node(dc: &str, netns: &str, port: &str, addresses: &[Attachment]) -> Result<()> {
+/// `addresses` (one per family), both ends of the link with MTU `mtu`.
+pub fn create_node(
+    dc: &str,
+    netns: &str,
+    port: &str,
+    addresses: &[Attachment],
+    mtu: u32,
+) -> Result<()> {
     add_netns(netns)?;
+    let mtu = mtu.to_string();
     in_netns(
         dc,
         "ip",
         &[
-            "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", netns,
+            "link", "add", port, "mtu", &mtu, "type", "veth", "peer", "name", "eth0", "mtu", &mtu,
+            "netns", netns,
         ],
     )?;
     in_netns(dc, "ip", &["link", "set", port, "master", "br0", "up"])?;

@@ -795,6 +795,8 @@ fn node_and_lab_flags_are_checked_before_anything_runs() {
         ),
         (&["--pod-cidr6", "fd00::/48"], "--ipv6"),
         (&["--mode", "bgp"], "--mode \"bgp\""),
+        (&["--mtu", "100"], "--mtu"),
+        (&["--mtu", "9001"], "--mtu"),
     ] {
         let mut all = vec!["lab", "up", "nosuchlab1"];
         all.extend_from_slice(args);
