@@ -320,15 +320,25 @@ spec:
             "-p",
             &format!("{{\"spec\": {{\"vxlanMode\": \"{mode}\"}}}}"),
         ])?;
+        // `node status` exits 1 while the node is not ready (the VXLAN
+        // device is being reprogrammed): that is "not yet".
         lab.wait_for(Duration::from_secs(5), || {
-            let status = lab.in_node(
-                "node-1",
-                &[env!("CARGO_BIN_EXE_tortie"), "node", "status", "-o", "json"],
-            )?;
+            let tortie = env!("CARGO_BIN_EXE_tortie");
+            let Ok(status) = lab.in_node("node-1", &[tortie, "node", "status", "-o", "json"])
+            else {
+                return Ok(false);
+            };
             let status: serde_json::Value = serde_json::from_str(&status)?;
             Ok(status["vxlan_tunnel_address"].is_string() == has_address)
         })?;
     }
+    lab.wait_for(REPAIR_WITHIN, || {
+        let tortie = env!("CARGO_BIN_EXE_tortie");
+        Ok(lab
+            .in_node("node-1", &[tortie, "node", "status", "--ready"])
+            .is_ok())
+    })?;
+    lab.expect("app/b", "app/a", "tcp", 8080, true)?;
     Ok(())
 }
 
