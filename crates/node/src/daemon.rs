@@ -59,13 +59,16 @@ pub struct RunArgs {
     /// This node's name (default: the host name)
     #[arg(long)]
     pub name: Option<String>,
-    /// This node's address with prefix, e.g. 10.0.0.5/24 (default: detected)
+    /// This node's address with prefix, e.g. 10.0.0.5/24 (default: the
+    /// address the Node resource already has, while it is on this host;
+    /// else detected)
     #[arg(long, value_parser = parse_ipv4_net)]
     pub ip: Option<IpNet>,
-    /// This node's IPv6 address with prefix, e.g. fd30::11/64 (default:
-    /// none; IPv6 pools that use VXLAN need it)
-    #[arg(long, value_parser = parse_ipv6_net)]
-    pub ip6: Option<IpNet>,
+    /// This node's IPv6 address with prefix, e.g. fd30::11/64, or `none`
+    /// to register none (default: the address the Node resource already
+    /// has, while it is on this host; IPv6 pools that use VXLAN need one)
+    #[arg(long, value_parser = parse_ip6_choice)]
+    pub ip6: Option<Ip6Choice>,
     /// Address the health and status endpoints listen on
     #[arg(long, default_value = "127.0.0.1")]
     pub health_host: IpAddr,
@@ -107,14 +110,64 @@ fn parse_ipv4_net(text: &str) -> Result<IpNet, String> {
     }
 }
 
-/// `--ip6`: an IPv6 address with prefix.
-fn parse_ipv6_net(text: &str) -> Result<IpNet, String> {
+/// What `--ip6` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ip6Choice {
+    /// `none`: register no IPv6 address (one registered before is cleared).
+    None,
+    Address(IpNet),
+}
+
+/// `--ip6`: an IPv6 address with prefix, or `none`.
+fn parse_ip6_choice(text: &str) -> Result<Ip6Choice, String> {
+    if text == "none" {
+        return Ok(Ip6Choice::None);
+    }
     match text.parse::<IpNet>() {
-        Ok(net @ IpNet::V6(_)) => Ok(net),
+        Ok(net @ IpNet::V6(_)) => Ok(Ip6Choice::Address(net)),
         _ => Err(format!(
-            "{text:?} is not an IPv6 address with prefix, e.g. fd30::11/64"
+            "{text:?} is not an IPv6 address with prefix, e.g. fd30::11/64, or none"
         )),
     }
+}
+
+/// An address the Node resource already has, and whether it is still on
+/// one of this host's interfaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Registered {
+    address: IpNet,
+    on_host: bool,
+}
+
+/// The addresses to register, as Calico's node decides them: a flag wins;
+/// without one the registered address stays while it is on this host; an
+/// IPv4 address is otherwise detected (`detected`, called only then), an
+/// IPv6 one dropped.
+async fn choose_addresses<F: Future<Output = Result<IpNet>>>(
+    ip: Option<IpNet>,
+    ip6: Option<Ip6Choice>,
+    registered: [Option<Registered>; 2],
+    detected: impl FnOnce() -> F,
+) -> Result<NodeAddresses> {
+    let [registered_v4, registered_v6] = registered;
+    let kept = |r: Option<Registered>, family: &str| match r {
+        Some(r) if r.on_host => Some(r.address),
+        Some(r) => {
+            tracing::warn!(address = %r.address, "the {family} address the Node resource has is not on this host any more");
+            None
+        }
+        None => None,
+    };
+    let v4 = match ip.or_else(|| kept(registered_v4, "IPv4")) {
+        Some(ip) => ip,
+        None => detected().await?,
+    };
+    let v6 = match ip6 {
+        Some(Ip6Choice::None) => None,
+        Some(Ip6Choice::Address(ip6)) => Some(ip6),
+        None => kept(registered_v6, "IPv6"),
+    };
+    Ok(NodeAddresses { v4, v6 })
 }
 
 fn host_name() -> String {
@@ -177,26 +230,30 @@ pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::Exi
 
     let ds = connect(&spec, &status_tx).await;
     let client = Client::new(Arc::clone(&ds));
-    let ip = match args.ip {
-        Some(ip) => ip,
-        None => detect::node_address().await?,
-    };
-    if let Some(ip6) = args.ip6 {
+    let mut registered = [None, None];
+    for (slot, address) in registered
+        .iter_mut()
+        .zip(registration::registered_addresses(&client, &name).await?)
+    {
+        if let Some(address) = address {
+            let on_host = detect::interface_holding(address.addr()).await.is_ok();
+            *slot = Some(Registered { address, on_host });
+        }
+    }
+    let ips = choose_addresses(args.ip, args.ip6, registered, detect::node_address).await?;
+    let ip = ips.v4;
+    if let Some(ip6) = ips.v6 {
         // The IPv6 VTEP's parent is the interface holding it.
         detect::interface_holding(ip6.addr()).await?;
     }
-    let ips = NodeAddresses {
-        v4: ip,
-        v6: args.ip6,
-    };
     registration::register(&client, &name, &ips).await?;
     let tunnels = registration::ensure_tunnel_addresses(&client, &name).await?;
     status_tx.send_modify(|s| {
         s.node_ip = ip.to_string();
-        s.node_ip6 = args.ip6.map(|ip6| ip6.to_string());
+        s.node_ip6 = ips.v6.map(|ip6| ip6.to_string());
     });
     publish_tunnels(&status_tx, &tunnels);
-    tracing::info!(node = %name, %ip, ip6 = ?args.ip6, tunnels = ?tunnels, "node registered");
+    tracing::info!(node = %name, %ip, ip6 = ?ips.v6, tunnels = ?tunnels, "node registered");
 
     let ipip = probe_ipip().await;
     status_tx.send_modify(|s| match &ipip {
@@ -484,5 +541,74 @@ async fn probe_ipip() -> IpipSupport {
         Err(e) => IpipSupport::Unsupported {
             reason: format!("could not probe for IPIP: {e}"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(text: &str) -> IpNet {
+        text.parse().expect("net")
+    }
+
+    fn registered(text: &str, on_host: bool) -> Option<Registered> {
+        Some(Registered {
+            address: net(text),
+            on_host,
+        })
+    }
+
+    async fn choose(
+        ip: Option<IpNet>,
+        ip6: Option<Ip6Choice>,
+        registered: [Option<Registered>; 2],
+    ) -> NodeAddresses {
+        choose_addresses(ip, ip6, registered, || async { Ok(net("192.0.2.9/24")) })
+            .await
+            .expect("addresses")
+    }
+
+    #[tokio::test]
+    async fn registered_addresses_stay_unless_a_flag_changes_them_or_they_left_the_host() {
+        let both = [
+            registered("172.30.0.11/24", true),
+            registered("fd30::11/64", true),
+        ];
+        // A plain restart keeps what the Node has (a Node migrated from
+        // Calico keeps its IPv6 address).
+        let kept = choose(None, None, both).await;
+        assert_eq!(
+            (kept.v4, kept.v6),
+            (net("172.30.0.11/24"), Some(net("fd30::11/64")))
+        );
+        // Flags win; `--ip6 none` clears.
+        let flagged = choose(Some(net("10.0.0.5/24")), Some(Ip6Choice::None), both).await;
+        assert_eq!((flagged.v4, flagged.v6), (net("10.0.0.5/24"), None));
+        let v6 = Ip6Choice::Address(net("fd30::12/64"));
+        assert_eq!(
+            choose(None, Some(v6), both).await.v6,
+            Some(net("fd30::12/64"))
+        );
+        // Addresses no longer on the host: IPv4 detected again, IPv6 gone.
+        let stale = [
+            registered("172.30.0.11/24", false),
+            registered("fd30::11/64", false),
+        ];
+        let moved = choose(None, None, stale).await;
+        assert_eq!((moved.v4, moved.v6), (net("192.0.2.9/24"), None));
+        // A new node: detected IPv4, no IPv6.
+        let new = choose(None, None, [None, None]).await;
+        assert_eq!((new.v4, new.v6), (net("192.0.2.9/24"), None));
+    }
+
+    #[test]
+    fn ip6_takes_an_address_or_none() {
+        assert_eq!(parse_ip6_choice("none"), Ok(Ip6Choice::None));
+        assert_eq!(
+            parse_ip6_choice("fd30::11/64"),
+            Ok(Ip6Choice::Address(net("fd30::11/64")))
+        );
+        assert!(parse_ip6_choice("10.0.0.1/24").is_err());
     }
 }

@@ -82,6 +82,22 @@ pub async fn register(client: &Client, name: &str, ips: &NodeAddresses) -> Resul
     Ok(())
 }
 
+/// The IPv4 and IPv6 addresses the Node resource has (`spec.bgp`), when
+/// it exists and they parse.
+pub async fn registered_addresses(client: &Client, name: &str) -> Result<[Option<IpNet>; 2]> {
+    let node = match client.get(Kind::Node, "", name).await {
+        Ok(node) => node,
+        Err(ClientError::NotFound { .. }) => return Ok([None, None]),
+        Err(e) => return Err(e).context("reading the Node resource"),
+    };
+    let bgp = node.spec::<NodeSpec>().and_then(|s| s.bgp.as_ref());
+    let parse = |text: Option<&String>| text.and_then(|t| t.parse::<IpNet>().ok());
+    Ok([
+        parse(bgp.map(|b| &b.ipv4_address)),
+        parse(bgp.map(|b| &b.ipv6_address)),
+    ])
+}
+
 /// The tunnels whose node address comes from IPAM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tunnel {
@@ -359,7 +375,16 @@ mod tests {
             v4: "172.30.0.11/24".parse().expect("net"),
             v6: Some("fd30::11/64".parse().expect("net")),
         };
+        assert_eq!(
+            registered_addresses(&client, "n1").await.expect("read"),
+            [None, None],
+            "no Node yet"
+        );
         register(&client, "n1", &dual).await.expect("register");
+        assert_eq!(
+            registered_addresses(&client, "n1").await.expect("read"),
+            [Some(dual.v4), dual.v6]
+        );
         let spec = node_spec(&client).await;
         let bgp = spec.bgp.as_ref().expect("bgp");
         assert_eq!(bgp.ipv6_address, "fd30::11/64");
