@@ -112,7 +112,12 @@ pub struct EffectiveConfig {
     pub prometheus_metrics_port: u16,
     pub endpoint_reporting_enabled: bool,
     pub log_severity_screen: String,
+    /// Interfaces whose smallest MTU is the host MTU (dataplane.md §4).
+    pub mtu_iface_pattern: String,
 }
+
+/// Felix's default `MTUIfacePattern`.
+pub const DEFAULT_MTU_IFACE_PATTERN: &str = "^((en|wl|ww|sl|ib)[Pcopsvx].*|(eth|wlan|wwan).*)";
 
 /// Inbound failsafe defaults (dataplane.md §5.1).
 const FAILSAFE_IN: [(u8, u16); 9] = [
@@ -332,6 +337,9 @@ impl EffectiveConfig {
             log_severity_screen: pick!(log_severity_screen)
                 .cloned()
                 .unwrap_or_else(|| "Info".to_string()),
+            mtu_iface_pattern: pick!(mtu_iface_pattern)
+                .cloned()
+                .unwrap_or_else(|| DEFAULT_MTU_IFACE_PATTERN.to_string()),
         }
     }
 }
@@ -350,6 +358,7 @@ mod tests {
     fn defaults_follow_the_spec() {
         let c = EffectiveConfig::default();
         assert_eq!(c.interface_prefixes, ["cali"]);
+        assert_eq!(c.mtu_iface_pattern, DEFAULT_MTU_IFACE_PATTERN);
         assert_eq!(
             c.default_endpoint_to_host_action,
             EndpointToHostAction::Drop

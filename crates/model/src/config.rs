@@ -70,6 +70,9 @@ pub struct FelixConfigurationSpec {
     pub interface_prefix: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface_exclude: Option<String>,
+    /// Interfaces whose MTU is the host MTU (a regular expression).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu_iface_pattern: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failsafe_inbound_host_ports: Option<Vec<ProtoPort>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -261,7 +264,6 @@ const CALICO_ONLY_FELIX_FIELDS: &[&str] = &[
     "maxIpsetSize",
     "metadataAddr",
     "metadataPort",
-    "mtuIfacePattern",
     "natOutgoingExclusions",
     "netlinkTimeout",
     "nfNetlinkBufSize",
@@ -525,6 +527,12 @@ impl SpecRules for FelixConfigurationSpec {
                     "may only contain [a-zA-Z0-9%: /_-]",
                 );
             }
+        }
+        if let Some(p) = &self.mtu_iface_pattern
+            && let Err(e) = regex::Regex::new(p)
+        {
+            let reason = format!("must be a regular expression: {e}");
+            c.bad("spec.mtuIfacePattern", quoted(p), &reason);
         }
         if let Some(p) = &self.interface_prefix {
             for part in p.split(',') {

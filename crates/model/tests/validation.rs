@@ -1121,6 +1121,10 @@ fn profile_and_config_rules() {
     let spec: &tortie_model::config::FelixConfigurationSpec = r.spec().unwrap();
     assert_eq!(spec.unsupported_fields(), vec!["bpfLogLevel"]);
     assert_eq!(spec.route_refresh_interval.as_deref(), Some("1m30s"));
+    let r = accepts(&fc("{mtuIfacePattern: '^(eth|bond).*'}"));
+    let spec: &tortie_model::config::FelixConfigurationSpec = r.spec().unwrap();
+    assert_eq!(spec.mtu_iface_pattern.as_deref(), Some("^(eth|bond).*"));
+    assert!(spec.unsupported_fields().is_empty());
     rejects(&fc("{logSeverityScreen: Chatty}"), "spec.logSeverityScreen");
     rejects(
         &fc("{defaultEndpointToHostAction: Allow}"),
@@ -1156,6 +1160,7 @@ fn profile_and_config_rules() {
         "spec.routeRefreshInterval",
     );
     rejects(&fc("{logPrefix: 'bad$prefix'}"), "spec.logPrefix");
+    rejects(&fc("{mtuIfacePattern: '^(eth'}"), "spec.mtuIfacePattern");
     rejects(&fc("{iptablesMarkMask: -1}"), "spec.iptablesMarkMask");
     rejects(
         &doc("KubeControllersConfiguration", "other", "{}"),

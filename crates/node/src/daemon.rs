@@ -272,7 +272,7 @@ pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::Exi
         s.fast_path_detail = fast_path.as_ref().err().cloned().unwrap_or_default();
     });
     let (node_iface, host_mtu) = detect::interface_holding(ip.addr()).await?;
-    let host = HostFacts {
+    let mut host = HostFacts {
         node_iface,
         host_mtu,
         ipip_supported: ipip == IpipSupport::Supported,
@@ -329,6 +329,16 @@ pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::Exi
                         }
                     }
                     None => {
+                        // The host MTU follows FelixConfiguration's
+                        // mtuIfacePattern, known only now.
+                        let pattern = &calc.local_state().config.mtu_iface_pattern;
+                        match detect::host_mtu(pattern).await {
+                            Ok(mtu) => {
+                                tracing::info!(mtu, pattern = %pattern, "host MTU");
+                                host.host_mtu = mtu;
+                            }
+                            Err(e) => report(&status_tx, format!("host MTU: {e:#}; using {}", host.host_mtu)),
+                        }
                         let config = DataplaneConfig {
                             host: host.clone(),
                             resync_interval,

@@ -2,6 +2,8 @@
 //! the interface that holds the default route, else the first global IPv4
 //! address of any interface. `--ip` overrides it. An IPv6 address is
 //! never guessed: `--ip6` gives it, and is checked to be this host's.
+//! Also the host MTU: the smallest MTU of the oper-up interfaces whose
+//! name matches `MTUIfacePattern` (spec/dataplane.md §4).
 
 use std::net::IpAddr;
 
@@ -10,7 +12,7 @@ use futures::TryStreamExt as _;
 use ipnet::IpNet;
 use rtnetlink::RouteMessageBuilder;
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::packet_route::link::{LinkAttribute, State};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
 
 /// The interface index of the IPv4 default route, if there is one.
@@ -89,8 +91,8 @@ pub async fn node_address() -> Result<IpNet> {
 }
 
 /// The name and MTU of the interface holding `addr` (the node's own
-/// address): routes without encapsulation leave through it, and its MTU
-/// is the host MTU the tunnel MTUs derive from (spec/dataplane.md §4).
+/// address): routes without encapsulation leave through it; its MTU is
+/// the host MTU only until [`host_mtu`] has read `mtuIfacePattern`.
 pub async fn interface_holding(addr: IpAddr) -> Result<(String, u32)> {
     let (connection, handle, _) =
         rtnetlink::new_connection().context("opening a netlink socket")?;
@@ -137,4 +139,82 @@ pub async fn interface_holding(addr: IpAddr) -> Result<(String, u32)> {
     .await;
     task.abort();
     result
+}
+
+/// The host MTU when no interface matches `MTUIfacePattern` (as Felix).
+pub const FALLBACK_HOST_MTU: u32 = 1460;
+
+/// The smallest MTU among `links` (name, MTU, oper up) that are up and
+/// match `pattern`; [`FALLBACK_HOST_MTU`] when none does.
+pub fn smallest_matching_mtu(links: &[(String, u32, bool)], pattern: &regex::Regex) -> u32 {
+    links
+        .iter()
+        .filter(|(name, _, up)| *up && pattern.is_match(name))
+        .map(|(_, mtu, _)| *mtu)
+        .min()
+        .unwrap_or(FALLBACK_HOST_MTU)
+}
+
+/// The host MTU: the smallest MTU of this host's oper-up interfaces whose
+/// name matches `pattern` (FelixConfiguration `mtuIfacePattern`).
+pub async fn host_mtu(pattern: &str) -> Result<u32> {
+    let pattern = regex::Regex::new(pattern)
+        .with_context(|| format!("mtuIfacePattern {pattern:?} is not a regular expression"))?;
+    let (connection, handle, _) =
+        rtnetlink::new_connection().context("opening a netlink socket")?;
+    let task = tokio::spawn(connection);
+    let result = async {
+        let mut links = Vec::new();
+        let mut stream = handle.link().get().execute();
+        while let Some(msg) = stream.try_next().await.context("listing interfaces")? {
+            let (mut name, mut mtu, mut up) = (None, None, false);
+            for attr in msg.attributes {
+                match attr {
+                    LinkAttribute::IfName(n) => name = Some(n),
+                    LinkAttribute::Mtu(m) => mtu = Some(m),
+                    LinkAttribute::OperState(state) => up = state == State::Up,
+                    _ => {}
+                }
+            }
+            if let (Some(name), Some(mtu)) = (name, mtu) {
+                links.push((name, mtu, up));
+            }
+        }
+        Ok(smallest_matching_mtu(&links, &pattern))
+    }
+    .await;
+    task.abort();
+    result
+}
+
+#[cfg(test)]
+mod mtu_tests {
+    use super::*;
+
+    #[test]
+    fn the_smallest_up_interface_matching_the_pattern_sets_the_host_mtu() {
+        let pattern =
+            regex::Regex::new(tortie_calc::config::DEFAULT_MTU_IFACE_PATTERN).expect("pattern");
+        let link = |name: &str, mtu: u32, up: bool| (name.to_string(), mtu, up);
+        let links = [
+            link("lo", 65536, true),
+            link("eth0", 9000, true),
+            link("ens3", 1500, true),
+            link("eth1", 1400, false), // down: ignored
+            link("cali12345", 1200, true),
+            link("vxlan.calico", 1450, true),
+            link("docker0", 1000, true),
+        ];
+        assert_eq!(smallest_matching_mtu(&links, &pattern), 1500);
+        assert_eq!(
+            smallest_matching_mtu(&links[..1], &pattern),
+            FALLBACK_HOST_MTU,
+            "nothing matches"
+        );
+        let bonds = regex::Regex::new("^bond").expect("pattern");
+        assert_eq!(
+            smallest_matching_mtu(&[link("bond0", 9000, true)], &bonds),
+            9000
+        );
+    }
 }

@@ -38,7 +38,8 @@ pub struct HostFacts {
     /// The interface holding the node address (routes without
     /// encapsulation leave through it).
     pub node_iface: String,
-    /// Its MTU: the host MTU the encapsulation MTUs derive from.
+    /// The host MTU the encapsulation MTUs derive from (the smallest of the
+    /// interfaces matching `mtuIfacePattern`, spec/dataplane.md §4).
     pub host_mtu: u32,
     /// Whether this kernel can do IPIP.
     pub ipip_supported: bool,
