@@ -26,8 +26,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
+
 use tortie_dataplane::fastpath::FastPath;
+use tortie_dataplane::fastpath::attacher::Attacher;
 use tortie_dataplane::links::sysctls::SysctlPolicy;
 use tortie_dataplane::links::{
     InterfaceEvent, InterfaceStatus, LinkConfig, LinkReconciler, LinkUpdate,
@@ -120,6 +123,8 @@ type Running = (
 /// been reported up (and so have the program attached).
 fn start_reconciler(host: &TestNetns) -> Result<Running> {
     let fast_path = host.run(FastPath::open)??;
+    let attacher = host.run(move || Attacher::start(fast_path, Duration::from_millis(50)))??;
+    let attached = attacher.attached();
     let (update_tx, update_rx) = mpsc::channel(4);
     let (up_tx, up_rx) = std_mpsc::channel();
     let handle = host.spawn(move || async move {
@@ -133,7 +138,7 @@ fn start_reconciler(host: &TestNetns) -> Result<Running> {
         };
         let mut reconciler = LinkReconciler::open(config)
             .map_err(|e| e.to_string())?
-            .with_fast_path(fast_path);
+            .with_fast_path(attacher);
         let (event_tx, mut events) = mpsc::channel::<InterfaceEvent>(64);
         let forward = async move {
             while let Some(e) = events.recv().await {
@@ -152,7 +157,14 @@ fn start_reconciler(host: &TestNetns) -> Result<Running> {
             .context("the workload interfaces were never reported up")?;
         waiting.retain(|w| *w != name);
     }
-    Ok((update_tx, handle))
+    // The attacher works on its own thread, a little after the events.
+    for _ in 0..200 {
+        if attached.load(Ordering::Relaxed) == 2 {
+            return Ok((update_tx, handle));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    bail!("the fast path was never attached to both interfaces")
 }
 
 /// Stops the reconciler, and with it the fast path.

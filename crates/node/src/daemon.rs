@@ -227,6 +227,13 @@ pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::Exi
         None
     };
     tracing::info!(node = %name, datastore = %spec, "tortie node starting");
+    // Reading the kernel's type information and verifying the program take
+    // tens of milliseconds: done beside the start-up, needed only when the
+    // kernel is first programmed.
+    let no_fast_path = args.no_fast_path;
+    let mut fast_path_opening = Some(tokio::task::spawn_blocking(move || {
+        open_fast_path(no_fast_path)
+    }));
 
     let ds = connect(&spec, &status_tx).await;
     let client = Client::new(Arc::clone(&ds));
@@ -266,11 +273,6 @@ pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::Exi
     if let IpipSupport::Unsupported { reason } = &ipip {
         tracing::warn!(%reason, "IPIP is not available on this host; IPIP pools cannot be programmed");
     }
-    let mut fast_path = open_fast_path(args.no_fast_path);
-    status_tx.send_modify(|s| {
-        s.fast_path = Some(fast_path.is_ok());
-        s.fast_path_detail = fast_path.as_ref().err().cloned().unwrap_or_default();
-    });
     let (node_iface, host_mtu) = detect::interface_holding(ip.addr()).await?;
     let mut host = HostFacts {
         node_iface,
@@ -343,7 +345,7 @@ pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::Exi
                             host: host.clone(),
                             resync_interval,
                             interface_prefixes: calc.local_state().config.interface_prefixes.clone(),
-                            fast_path: std::mem::replace(&mut fast_path, Err(String::new())).ok(),
+                            fast_path: opened_fast_path(fast_path_opening.take(), &status_tx).await,
                         };
                         tracing::info!(changes = delta.len(), "in sync; programming the kernel");
                         let dp = Dataplane::start(config, delta, &metrics).await?;
@@ -520,6 +522,24 @@ fn write_mtu_file(path: &std::path::Path, mtu: u32) -> Result<(), String> {
     std::fs::write(&tmp, mtu.to_string())
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| format!("cannot write the pod MTU to {}: {e}", path.display()))
+}
+
+/// The fast path opened beside the start-up, its state published.
+async fn opened_fast_path(
+    opening: Option<tokio::task::JoinHandle<Result<FastPath, String>>>,
+    status: &watch::Sender<NodeStatus>,
+) -> Option<FastPath> {
+    let opened = match opening {
+        Some(handle) => handle
+            .await
+            .unwrap_or_else(|e| Err(format!("opening it failed: {e}"))),
+        None => Err("already opened".to_string()),
+    };
+    status.send_modify(|s| {
+        s.fast_path = Some(opened.is_ok());
+        s.fast_path_detail = opened.as_ref().err().cloned().unwrap_or_default();
+    });
+    opened.ok()
 }
 
 /// The fast path, or why there is none (logged).

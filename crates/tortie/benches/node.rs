@@ -57,6 +57,13 @@ impl Daemon {
             .args(["netns", "exec", &lab.host.name])
             .arg(tortie_binary())
             .args(["--datastore", &lab.datastore, "node", "run", "--name", NODE])
+            // Extra `node run` flags, e.g. TORTIE_BENCH_NODE_ARGS=--no-fast-path.
+            .args(
+                std::env::var("TORTIE_BENCH_NODE_ARGS")
+                    .ok()
+                    .iter()
+                    .flat_map(|a| a.split_whitespace()),
+            )
             .arg("--mtu-file")
             .arg(lab.dir.path().join("mtu"))
             .stdin(Stdio::null())

@@ -10,10 +10,10 @@
 //! [`FastPath::open`] finds out whether this kernel can run it (BTF,
 //! conntrack built in with the kfuncs of Linux 6.1, tcx of 6.6) and says
 //! why not when it cannot; the daemon runs without it then. The links
-//! reconciler attaches it to workload interfaces as they appear
-//! ([`FastPath::attach`]), takes it off interfaces that get a shaping
-//! qdisc, and keeps the set right on every resync ([`FastPath::retain`],
-//! [`FastPath::forget_detached`]).
+//! reconciler has it attached to workload interfaces as they appear, taken
+//! off interfaces that get a shaping qdisc, and the set kept right on
+//! every resync, all through an [`attacher::Attacher`], because each
+//! attach and detach costs the kernel an RCU grace period.
 //!
 //! Conntrack no longer sees the middle of such a stream, so its TCP window
 //! tracking would call the closing FIN out of window (invalid, dropped).
@@ -27,6 +27,7 @@
 //! traffic takes the slow path, established connections included.
 
 mod asm;
+pub mod attacher;
 pub mod btf;
 pub mod program;
 mod sys;
@@ -63,8 +64,8 @@ pub enum FastPathError {
     Map(io::Error),
     #[error("the kernel refused the program: {0}")]
     Load(#[from] sys::LoadError),
-    #[error("cannot attach at tc ingress (tcx needs Linux 6.6): {0}")]
-    Attach(io::Error),
+    #[error("this kernel has no tcx (Linux 6.6) to attach the program with")]
+    NoTcx,
 }
 
 /// The loaded program, its targets map, and its links by interface index.
@@ -77,8 +78,8 @@ pub struct FastPath {
 
 impl FastPath {
     /// Loads the program for the running kernel, in the calling thread's
-    /// network namespace, and proves it can be attached (on `lo`, then
-    /// detached at once). Sets `nf_conntrack_tcp_be_liberal=1` there
+    /// network namespace, once its type information shows tcx (`struct
+    /// tcx_link`, Linux 6.6). Sets `nf_conntrack_tcp_be_liberal=1` there
     /// first: without it, no fast path.
     pub fn open() -> Result<FastPath, FastPathError> {
         if cfg!(target_endian = "big") {
@@ -91,15 +92,15 @@ impl FastPath {
             return Err(FastPathError::ConntrackModule);
         }
         let layout = kernel_layout(&btf)?;
+        if btf.struct_size("tcx_link").is_err() {
+            return Err(FastPathError::NoTcx);
+        }
         crate::sysctl::write(&["net", "netfilter", "nf_conntrack_tcp_be_liberal"], "1")
             .map_err(FastPathError::Liberal)?;
         let targets = sys::create_hash_map("tortie_targets", 4, 4, MAX_TARGETS)
             .map_err(FastPathError::Map)?;
         let insns = program::assemble(&layout, targets.as_raw_fd(), established_timeout_ms());
         let program = sys::load_tc_program("tortie_fast", &insns)?;
-        let probe =
-            sys::attach_tcx_ingress(&program, loopback_index()).map_err(FastPathError::Attach)?;
-        drop(probe);
         Ok(FastPath {
             program,
             targets,
@@ -198,9 +199,4 @@ fn established_timeout_ms() -> u32 {
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(DEFAULT_ESTABLISHED_TIMEOUT_S);
     u32::try_from(seconds.saturating_mul(1000).min(i32::MAX as u64)).unwrap_or(i32::MAX as u32)
-}
-
-/// `lo` is interface 1 in every network namespace.
-fn loopback_index() -> u32 {
-    1
 }

@@ -46,7 +46,7 @@ pub use table::{InterfaceEvent, InterfaceStatus, InterfaceTable};
 pub use wire::{LinkState, format_mac};
 pub(crate) use wire::{address_dump_request, link_dump_request, parse_address, parse_link};
 
-use crate::fastpath::FastPath;
+use crate::fastpath::attacher::Attacher;
 use crate::netlink::{Monitor, NetlinkError, RtSocket};
 use sysctls::{ProcSys, SysctlAccess, SysctlPolicy, SysctlReport};
 
@@ -98,7 +98,7 @@ pub struct LinkReconciler<A: SysctlAccess = ProcSys> {
     table: InterfaceTable,
     rp_filter: u8,
     spoofing: HashSet<String>,
-    fast_path: Option<FastPath>,
+    fast_path: Option<Attacher>,
     /// Interfaces with a qdisc other than `noqueue` (as last read).
     shaped: HashSet<u32>,
 }
@@ -138,49 +138,33 @@ impl<A: SysctlAccess> LinkReconciler<A> {
         })
     }
 
-    /// Attaches `fast_path` to workload interfaces from now on. The
-    /// config's sysctls should then include `conntrack_be_liberal`.
-    pub fn with_fast_path(mut self, fast_path: FastPath) -> LinkReconciler<A> {
-        self.fast_path = Some(fast_path);
+    /// Has the fast path attached to workload interfaces from now on,
+    /// through `attacher`. The config's sysctls should then include
+    /// `conntrack_be_liberal`.
+    pub fn with_fast_path(mut self, attacher: Attacher) -> LinkReconciler<A> {
+        self.fast_path = Some(attacher);
         self
     }
 
-    /// The fast path, when it has one.
-    pub fn fast_path(&self) -> Option<&FastPath> {
-        self.fast_path.as_ref()
-    }
-
-    /// Attaches the fast path to one workload interface (or forgets it,
-    /// when gone); a failure is logged and retried at the next resync.
-    fn follow_with_fast_path(&mut self, name: &str, index: u32, present: bool) {
-        let Some(fast_path) = self.fast_path.as_mut() else {
-            return;
-        };
-        if !present || self.shaped.contains(&index) {
-            if fast_path.is_attached(index) {
-                fast_path.detach(index);
-            }
-        } else if let Err(e) = fast_path.attach(index) {
-            tracing::warn!(iface = %name, index, error = %e, "cannot attach the fast path; retrying at the next resync");
+    /// Asks for the fast path on one workload interface, or off it when
+    /// the interface is gone or shaped.
+    fn follow_with_fast_path(&self, index: u32, present: bool) {
+        if let Some(attacher) = &self.fast_path {
+            attacher.want(index, present && !self.shaped.contains(&index));
         }
     }
 
-    /// Attaches the fast path wherever a workload interface lacks it and
-    /// lets go of interfaces that are gone.
-    pub fn resync_fast_path(&mut self) {
-        let workloads: Vec<(String, u32)> = self
-            .table
-            .links()
-            .filter(|l| self.is_workload_interface(&l.name))
-            .map(|l| (l.name.clone(), l.index))
-            .collect();
-        if let Some(fast_path) = self.fast_path.as_mut() {
-            fast_path.forget_detached();
-            let present: HashSet<u32> = workloads.iter().map(|(_, i)| *i).collect();
-            fast_path.retain(|i| present.contains(&i));
-        }
-        for (name, index) in workloads {
-            self.follow_with_fast_path(&name, index, true);
+    /// Asks for the fast path on exactly the present, unshaped workload
+    /// interfaces.
+    pub fn resync_fast_path(&self) {
+        if let Some(attacher) = &self.fast_path {
+            let wanted: HashSet<u32> = self
+                .table
+                .links()
+                .filter(|l| self.is_workload_interface(&l.name) && !self.shaped.contains(&l.index))
+                .map(|l| l.index)
+                .collect();
+            attacher.only(wanted);
         }
     }
 
@@ -270,17 +254,15 @@ impl<A: SysctlAccess> LinkReconciler<A> {
                 // A shaping qdisc appeared: off the fast path at once. (One
                 // removed is noticed by the next scan, which sees them all.)
                 RouteNetlinkMessage::NewQueueDiscipline(q) => {
-                    if let Some(index) = shaping_qdisc(&q) {
-                        self.shaped.insert(index);
-                        if let Some(fast_path) = self.fast_path.as_mut()
-                            && fast_path.is_attached(index)
-                        {
-                            tracing::info!(
-                                index,
-                                "a qdisc shapes this interface; it leaves the fast path"
-                            );
-                            fast_path.detach(index);
-                        }
+                    if let Some(index) = shaping_qdisc(&q)
+                        && self.shaped.insert(index)
+                        && let Some(attacher) = &self.fast_path
+                    {
+                        tracing::info!(
+                            index,
+                            "a qdisc shapes this interface; it leaves the fast path"
+                        );
+                        attacher.want(index, false);
                     }
                 }
                 _ => {}
@@ -360,7 +342,7 @@ impl<A: SysctlAccess> LinkReconciler<A> {
                 if present {
                     self.apply_interface_sysctls(&event.name);
                 }
-                self.follow_with_fast_path(&event.name, event.index, present);
+                self.follow_with_fast_path(event.index, present);
             }
             if out.send(event).await.is_err() {
                 return false;

@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 use tortie_calc::Delta;
 use tortie_dataplane::driver::{self, Pass, Reconciler};
 use tortie_dataplane::fastpath::FastPath;
+use tortie_dataplane::fastpath::attacher::Attacher;
 use tortie_dataplane::ipip::{IpipConfig, IpipReconciler, TunnelDevice};
 use tortie_dataplane::links::sysctls::SysctlPolicy;
 use tortie_dataplane::links::{InterfaceStatus, LinkConfig, LinkReconciler, LinkUpdate};
@@ -45,6 +46,11 @@ use crate::metrics::Metrics;
 const QUEUE: usize = 4096;
 
 /// What the reconcilers need to start.
+/// How long after a workload interface appears the fast path is attached
+/// to it: the CNI plugin (and a chained bandwidth plugin) is normally done
+/// with it by then, and is not held up by the attach (docs/node.md).
+const FAST_PATH_ATTACH_DELAY: Duration = Duration::from_millis(200);
+
 #[derive(Debug)]
 pub struct DataplaneConfig {
     pub host: HostFacts,
@@ -279,7 +285,12 @@ impl Dataplane {
         })
         .context("opening the links reconciler")?;
         if let Some(fast_path) = config.fast_path {
-            links = links.with_fast_path(fast_path);
+            match Attacher::start(fast_path, FAST_PATH_ATTACH_DELAY) {
+                Ok(attacher) => links = links.with_fast_path(attacher),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the fast path's worker; running without it")
+                }
+            }
         }
         for update in updates.links {
             links.update(update);
