@@ -283,6 +283,9 @@ pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::Exi
 
     let mut calc = Calculator::new(&name);
     let mut syncer = Syncer::start(Arc::clone(&ds), SyncerConfig::new(SYNC_PREFIXES));
+    // A pool changed since the tunnel addresses were last ensured (kept
+    // until a run succeeds, which the status tick retries).
+    let mut tunnels_due = false;
     let mut dataplane: Option<Dataplane> = None;
     let mut written_mtu = None;
     let mut tick = tokio::time::interval(STATUS_INTERVAL);
@@ -301,9 +304,8 @@ pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::Exi
                 // Everything already queued goes into one calculation pass.
                 let mut next = Some(event);
                 let mut taken = 0;
-                let mut pools_changed = false;
                 while let Some(event) = next.take() {
-                    pools_changed |= is_pool_update(&event);
+                    tunnels_due |= is_pool_update(&event);
                     handle_event(event, &mut calc, &metrics, &status_tx);
                     taken += 1;
                     if taken < MAX_EVENTS_PER_PASS {
@@ -314,11 +316,8 @@ pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::Exi
                 // tunnel an address or take it away, as Calico's allocator
                 // does. Recording it updates this node's Node resource,
                 // which comes back through the syncer to the dataplane.
-                if pools_changed && status_tx.borrow().in_sync {
-                    match registration::ensure_tunnel_addresses(&client, &name).await {
-                        Ok(tunnels) => publish_tunnels(&status_tx, &tunnels),
-                        Err(e) => report(&status_tx, format!("tunnel addresses: {e:#}")),
-                    }
+                if tunnels_due && status_tx.borrow().in_sync {
+                    tunnels_due = !refresh_tunnels(&client, &name, &status_tx).await;
                 }
                 let Some(delta) = calc.take_delta() else { continue };
                 if delta.is_empty() {
@@ -361,6 +360,9 @@ pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::Exi
                 refresh_status(&calc, dataplane.as_ref(), &metrics, &status_tx);
             }
             _ = tick.tick() => {
+                if tunnels_due && status_tx.borrow().in_sync {
+                    tunnels_due = !refresh_tunnels(&client, &name, &status_tx).await;
+                }
                 write_mtu(dataplane.as_ref(), &args.mtu_file, &mut written_mtu, &status_tx);
                 refresh_status(&calc, dataplane.as_ref(), &metrics, &status_tx);
             }
@@ -383,12 +385,26 @@ async fn notified(notify: Option<Arc<Notify>>) {
     }
 }
 
-/// Feeds one syncer event to the calculation.
 /// Whether `event` creates, changes or deletes an IP pool.
 fn is_pool_update(event: &SyncEvent) -> bool {
     match event {
         SyncEvent::Update { key, .. } => key.starts_with(POOL_PREFIX),
         SyncEvent::InSync => false,
+    }
+}
+
+/// Ensures the tunnel addresses again and publishes them; `false` (and a
+/// problem reported) when that failed.
+async fn refresh_tunnels(client: &Client, name: &str, status: &watch::Sender<NodeStatus>) -> bool {
+    match registration::ensure_tunnel_addresses(client, name).await {
+        Ok(tunnels) => {
+            publish_tunnels(status, &tunnels);
+            true
+        }
+        Err(e) => {
+            report(status, format!("tunnel addresses: {e:#}; retrying"));
+            false
+        }
     }
 }
 
@@ -402,6 +418,7 @@ fn publish_tunnels(status: &watch::Sender<NodeStatus>, tunnels: &TunnelAddresses
     });
 }
 
+/// Feeds one syncer event to the calculation.
 fn handle_event(
     event: SyncEvent,
     calc: &mut Calculator,

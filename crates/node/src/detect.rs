@@ -167,12 +167,19 @@ pub async fn host_mtu(pattern: &str) -> Result<u32> {
         let mut links = Vec::new();
         let mut stream = handle.link().get().execute();
         while let Some(msg) = stream.try_next().await.context("listing interfaces")? {
-            let (mut name, mut mtu, mut up) = (None, None, false);
+            let (mut name, mut mtu, mut up) = (None, None, true);
             for attr in msg.attributes {
                 match attr {
                     LinkAttribute::IfName(n) => name = Some(n),
                     LinkAttribute::Mtu(m) => mtu = Some(m),
-                    LinkAttribute::OperState(state) => up = state == State::Up,
+                    // Many drivers report UNKNOWN while passing traffic:
+                    // only an interface known to be down is left out.
+                    LinkAttribute::OperState(state) => {
+                        up = !matches!(
+                            state,
+                            State::Down | State::LowerLayerDown | State::NotPresent
+                        )
+                    }
                     _ => {}
                 }
             }

@@ -239,11 +239,6 @@ pub async fn ensure_tunnel_addresses(client: &Client, name: &str) -> Result<Tunn
         } else {
             None
         };
-        if address.is_none() {
-            ipam.release_tunnel_address(name, tunnel.kind(), tunnel.version())
-                .await
-                .with_context(|| format!("releasing the {tunnel} tunnel address"))?;
-        }
         addresses.set(tunnel, address);
     }
     let text = |a: Option<IpNet>| a.map(|a| a.addr().to_string()).unwrap_or_default();
@@ -258,6 +253,15 @@ pub async fn ensure_tunnel_addresses(client: &Client, name: &str) -> Result<Tunn
         })
         .await
         .context("recording the tunnel addresses")?;
+    // Released only once the Node no longer names them, so a failed
+    // update never leaves it pointing at a free address.
+    for tunnel in [Tunnel::Vxlan, Tunnel::VxlanV6, Tunnel::Ipip] {
+        if addresses.get(tunnel).is_none() {
+            ipam.release_tunnel_address(name, tunnel.kind(), tunnel.version())
+                .await
+                .with_context(|| format!("releasing the {tunnel} tunnel address"))?;
+        }
+    }
     Ok(addresses)
 }
 

@@ -27,10 +27,12 @@ enum Request {
     Only(HashSet<u32>),
 }
 
-/// The fast path's worker thread and the way to reach it.
+/// The fast path's worker thread and the way to reach it. Dropping it
+/// waits for the worker to detach everything (one grace period each).
 pub struct Attacher {
-    requests: mpsc::Sender<Request>,
+    requests: Option<mpsc::Sender<Request>>,
     attached: Arc<AtomicUsize>,
+    worker: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Attacher {
@@ -39,25 +41,44 @@ impl Attacher {
         let (requests, inbox) = mpsc::channel();
         let attached = Arc::new(AtomicUsize::new(0));
         let count = Arc::clone(&attached);
-        std::thread::Builder::new()
+        let worker = std::thread::Builder::new()
             .name("fast-path".into())
             .spawn(move || work(fast_path, inbox, delay, &count))?;
-        Ok(Attacher { requests, attached })
+        Ok(Attacher {
+            requests: Some(requests),
+            attached,
+            worker: Some(worker),
+        })
+    }
+
+    fn send(&self, request: Request) {
+        if let Some(requests) = &self.requests {
+            let _ = requests.send(request);
+        }
     }
 
     /// Asks for the program on `ifindex` (or off it).
     pub fn want(&self, ifindex: u32, attached: bool) {
-        let _ = self.requests.send(Request::Want { ifindex, attached });
+        self.send(Request::Want { ifindex, attached });
     }
 
     /// Asks for the program on exactly `ifindexes`.
     pub fn only(&self, ifindexes: HashSet<u32>) {
-        let _ = self.requests.send(Request::Only(ifindexes));
+        self.send(Request::Only(ifindexes));
     }
 
     /// How many interfaces have it now (shared, updated by the worker).
     pub fn attached(&self) -> Arc<AtomicUsize> {
         Arc::clone(&self.attached)
+    }
+}
+
+impl Drop for Attacher {
+    fn drop(&mut self) {
+        self.requests.take();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
     }
 }
 

@@ -45,12 +45,12 @@ use crate::metrics::Metrics;
 /// 10,000 per apply; the daemon waits when a queue is full).
 const QUEUE: usize = 4096;
 
-/// What the reconcilers need to start.
 /// How long after a workload interface appears the fast path is attached
 /// to it: the CNI plugin (and a chained bandwidth plugin) is normally done
 /// with it by then, and is not held up by the attach (docs/node.md).
 const FAST_PATH_ATTACH_DELAY: Duration = Duration::from_millis(200);
 
+/// What the reconcilers need to start.
 #[derive(Debug)]
 pub struct DataplaneConfig {
     pub host: HostFacts,
