@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use futures::FutureExt as _;
 use ipnet::IpNet;
@@ -26,7 +26,7 @@ use tortie_client::Client;
 use tortie_dataplane::fastpath::FastPath;
 use tortie_dataplane::ipip::IpipSupport;
 use tortie_datastore::sync::{SyncEvent, Syncer, SyncerConfig};
-use tortie_datastore::{Datastore, DatastoreSpec};
+use tortie_datastore::{Datastore, DatastoreSpec, Revision};
 
 use crate::http::{self, Shared};
 use crate::metrics::Metrics;
@@ -237,21 +237,22 @@ pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::Exi
 
     let ds = connect(&spec, &status_tx).await;
     let client = Client::new(Arc::clone(&ds));
-    let mut registered = [None, None];
-    for (slot, address) in registered
-        .iter_mut()
-        .zip(registration::registered_addresses(&client, &name).await?)
-    {
-        if let Some(address) = address {
-            let on_host = detect::interface_holding(address.addr()).await.is_ok();
-            *slot = Some(Registered { address, on_host });
-        }
-    }
+    let on_host = detect::host_addresses().await?;
+    let registered = registration::registered_addresses(&client, &name)
+        .await?
+        .map(|address| {
+            address.map(|address| Registered {
+                address,
+                on_host: on_host.contains(&address.addr()),
+            })
+        });
     let ips = choose_addresses(args.ip, args.ip6, registered, detect::node_address).await?;
     let ip = ips.v4;
-    if let Some(ip6) = ips.v6 {
-        // The IPv6 VTEP's parent is the interface holding it.
-        detect::interface_holding(ip6.addr()).await?;
+    // The IPv6 VTEP's parent is the interface holding it.
+    if let Some(ip6) = ips.v6
+        && !on_host.contains(&ip6.addr())
+    {
+        bail!("no interface of this host holds the node address {ip6}; check --ip6");
     }
     registration::register(&client, &name, &ips).await?;
     let tunnels = registration::ensure_tunnel_addresses(&client, &name).await?;
@@ -283,9 +284,10 @@ pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::Exi
 
     let mut calc = Calculator::new(&name);
     let mut syncer = Syncer::start(Arc::clone(&ds), SyncerConfig::new(SYNC_PREFIXES));
-    // A pool changed since the tunnel addresses were last ensured (kept
-    // until a run succeeds, which the status tick retries).
-    let mut tunnels_due = false;
+    let mut tunnel_refresh = TunnelRefresh {
+        due: false,
+        pools_seen: tunnels.pools_revision,
+    };
     let mut dataplane: Option<Dataplane> = None;
     let mut written_mtu = None;
     let mut tick = tokio::time::interval(STATUS_INTERVAL);
@@ -305,7 +307,7 @@ pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::Exi
                 let mut next = Some(event);
                 let mut taken = 0;
                 while let Some(event) = next.take() {
-                    tunnels_due |= is_pool_update(&event);
+                    tunnel_refresh.note(&event);
                     handle_event(event, &mut calc, &metrics, &status_tx);
                     taken += 1;
                     if taken < MAX_EVENTS_PER_PASS {
@@ -316,9 +318,7 @@ pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::Exi
                 // tunnel an address or take it away, as Calico's allocator
                 // does. Recording it updates this node's Node resource,
                 // which comes back through the syncer to the dataplane.
-                if tunnels_due && status_tx.borrow().in_sync {
-                    tunnels_due = !refresh_tunnels(&client, &name, &status_tx).await;
-                }
+                tunnel_refresh.run_if_due(&client, &name, &status_tx).await;
                 let Some(delta) = calc.take_delta() else { continue };
                 if delta.is_empty() {
                     continue;
@@ -360,9 +360,7 @@ pub async fn run(args: RunArgs, spec: DatastoreSpec) -> Result<std::process::Exi
                 refresh_status(&calc, dataplane.as_ref(), &metrics, &status_tx);
             }
             _ = tick.tick() => {
-                if tunnels_due && status_tx.borrow().in_sync {
-                    tunnels_due = !refresh_tunnels(&client, &name, &status_tx).await;
-                }
+                tunnel_refresh.run_if_due(&client, &name, &status_tx).await;
                 write_mtu(dataplane.as_ref(), &args.mtu_file, &mut written_mtu, &status_tx);
                 refresh_status(&calc, dataplane.as_ref(), &metrics, &status_tx);
             }
@@ -385,25 +383,39 @@ async fn notified(notify: Option<Arc<Notify>>) {
     }
 }
 
-/// Whether `event` creates, changes or deletes an IP pool.
-fn is_pool_update(event: &SyncEvent) -> bool {
-    match event {
-        SyncEvent::Update { key, .. } => key.starts_with(POOL_PREFIX),
-        SyncEvent::InSync => false,
-    }
+/// Whether the tunnel addresses must be ensured again: an IP pool was
+/// created, changed or deleted after the pool list they were last chosen
+/// from (so the start-up choice is not redone for the initial snapshot).
+/// A failed run stays due, and the status tick retries it.
+struct TunnelRefresh {
+    due: bool,
+    pools_seen: Revision,
 }
 
-/// Ensures the tunnel addresses again and publishes them; `false` (and a
-/// problem reported) when that failed.
-async fn refresh_tunnels(client: &Client, name: &str, status: &watch::Sender<NodeStatus>) -> bool {
-    match registration::ensure_tunnel_addresses(client, name).await {
-        Ok(tunnels) => {
-            publish_tunnels(status, &tunnels);
-            true
+impl TunnelRefresh {
+    fn note(&mut self, event: &SyncEvent) {
+        if let SyncEvent::Update { key, revision, .. } = event {
+            self.due |= key.starts_with(POOL_PREFIX) && *revision > self.pools_seen;
         }
-        Err(e) => {
-            report(status, format!("tunnel addresses: {e:#}; retrying"));
-            false
+    }
+
+    /// Ensures and publishes the tunnel addresses when due and in sync.
+    async fn run_if_due(
+        &mut self,
+        client: &Client,
+        name: &str,
+        status: &watch::Sender<NodeStatus>,
+    ) {
+        if !self.due || !status.borrow().in_sync {
+            return;
+        }
+        match registration::ensure_tunnel_addresses(client, name).await {
+            Ok(tunnels) => {
+                publish_tunnels(status, &tunnels);
+                self.due = false;
+                self.pools_seen = tunnels.pools_revision;
+            }
+            Err(e) => report(status, format!("tunnel addresses: {e:#}; retrying")),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! Also the host MTU: the smallest MTU of the oper-up interfaces whose
 //! name matches `MTUIfacePattern` (spec/dataplane.md §4).
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use anyhow::{Context, Result, bail};
@@ -84,6 +85,27 @@ pub async fn node_address() -> Result<IpNet> {
                 "this host has no IPv4 address to register; give one with --ip ADDRESS/PREFIX"
             ),
         }
+    }
+    .await;
+    task.abort();
+    result
+}
+
+/// Every address on this host's interfaces (one dump).
+pub async fn host_addresses() -> Result<HashSet<IpAddr>> {
+    let (connection, handle, _) =
+        rtnetlink::new_connection().context("opening a netlink socket")?;
+    let task = tokio::spawn(connection);
+    let result = async {
+        let mut out = HashSet::new();
+        let mut stream = handle.address().get().execute();
+        while let Some(msg) = stream.try_next().await.context("listing addresses")? {
+            out.extend(msg.attributes.iter().filter_map(|a| match a {
+                AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            }));
+        }
+        Ok(out)
     }
     .await;
     task.abort();

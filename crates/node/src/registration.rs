@@ -185,6 +185,9 @@ pub struct TunnelAddresses {
     pub vxlan: Option<IpNet>,
     pub vxlan_v6: Option<IpNet>,
     pub ipip: Option<IpNet>,
+    /// The datastore revision of the pool list they were chosen from: a
+    /// pool event at or below it is already accounted for.
+    pub pools_revision: tortie_datastore::Revision,
 }
 
 impl TunnelAddresses {
@@ -221,7 +224,10 @@ pub async fn ensure_tunnel_addresses(client: &Client, name: &str) -> Result<Tunn
         .await
         .context("reading the Node resource")?;
     let ipam = Ipam::new(client.clone());
-    let mut addresses = TunnelAddresses::default();
+    let mut addresses = TunnelAddresses {
+        pools_revision: pools.revision,
+        ..TunnelAddresses::default()
+    };
     for tunnel in [Tunnel::Vxlan, Tunnel::VxlanV6, Tunnel::Ipip] {
         let using: Vec<String> = pools
             .items

@@ -86,12 +86,15 @@ impl FastPath {
             return Err(FastPathError::BigEndian);
         }
         let btf = Btf::from_kernel()?;
-        if btf.function_id("bpf_skb_ct_lookup").is_err()
-            && std::path::Path::new("/sys/kernel/btf/nf_conntrack").exists()
-        {
-            return Err(FastPathError::ConntrackModule);
-        }
-        let layout = kernel_layout(&btf)?;
+        let layout = kernel_layout(&btf).map_err(|e| {
+            // Built as a module, conntrack describes its kfuncs in its own
+            // type information.
+            if std::path::Path::new("/sys/kernel/btf/nf_conntrack").exists() {
+                FastPathError::ConntrackModule
+            } else {
+                FastPathError::Kernel(e)
+            }
+        })?;
         if btf.struct_size("tcx_link").is_err() {
             return Err(FastPathError::NoTcx);
         }

@@ -95,27 +95,28 @@ struct MapElem {
     flags: u64,
 }
 
+impl MapElem {
+    /// `value` 0 for a delete; flags 0 (`BPF_ANY`).
+    fn new(map: &OwnedFd, key: &[u8], value: u64) -> MapElem {
+        MapElem {
+            map_fd: map.as_raw_fd() as u32,
+            _pad: 0,
+            key: key.as_ptr() as u64,
+            value,
+            flags: 0,
+        }
+    }
+}
+
 /// Inserts or replaces `key` → `value`.
 pub fn map_update(map: &OwnedFd, key: &[u8], value: &[u8]) -> io::Result<()> {
-    let mut attr = MapElem {
-        map_fd: map.as_raw_fd() as u32,
-        _pad: 0,
-        key: key.as_ptr() as u64,
-        value: value.as_ptr() as u64,
-        flags: 0, // BPF_ANY
-    };
+    let mut attr = MapElem::new(map, key, value.as_ptr() as u64);
     bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
 }
 
 /// Removes `key`; absent keys are not an error.
 pub fn map_delete(map: &OwnedFd, key: &[u8]) -> io::Result<()> {
-    let mut attr = MapElem {
-        map_fd: map.as_raw_fd() as u32,
-        _pad: 0,
-        key: key.as_ptr() as u64,
-        value: 0,
-        flags: 0,
-    };
+    let mut attr = MapElem::new(map, key, 0);
     match bpf(BPF_MAP_DELETE_ELEM, &mut attr) {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         other => other.map(drop),

@@ -12,9 +12,9 @@
 //! ([`crate::vxlan`]). Sysctls changed behind our back are restored on the
 //! next resync (every [`crate::driver::DEFAULT_RESYNC_INTERVAL`]).
 //!
-//! Fast path: when given a [`FastPath`], the reconciler attaches it to
-//! every workload interface as it appears, and on each resync attaches it
-//! where it is missing and lets go of interfaces that are gone. An
+//! Fast path: when given an [`Attacher`], the reconciler asks for the
+//! program on every workload interface as it appears, and on each resync
+//! on exactly the present ones (the attacher lets go of the rest). An
 //! interface with a queueing discipline other than the veth default
 //! (`noqueue`) is left to the host's stack, as either end of a fast-path
 //! flow: the program's redirect would skip its shaping (the CNI bandwidth
@@ -326,7 +326,7 @@ impl<A: SysctlAccess> LinkReconciler<A> {
     /// just appeared and forwards the events; `false` once the daemon
     /// stopped listening.
     async fn deliver(
-        &mut self,
+        &self,
         events: Vec<InterfaceEvent>,
         out: &mpsc::Sender<InterfaceEvent>,
     ) -> bool {
